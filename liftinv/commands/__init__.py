@@ -1,0 +1,1 @@
+"""Sub-commands of the ``liftinv`` CLI, one module each (``add_parser`` + ``run``)."""

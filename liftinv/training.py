@@ -1,0 +1,502 @@
+"""One training API for every method: back-propagation, lifted solvers and FTPROP.
+
+``fit(model, train, method=...)`` runs an epoch loop shared by all methods: it seeds everything, shows a
+tqdm bar, evaluates train/test metrics, records a :class:`History` (objective and its parts, metrics,
+wall time per epoch), writes a checkpoint after every epoch (atomically) and resumes from it.
+
+A *method* is a trainer class registered under a name (see :data:`METHOD_MODULES`). A trainer is built as
+``Trainer(model, X, Y, loss=..., **options)`` and offers
+
+* ``run_epoch(epoch, generator) -> dict[str, float]``: one epoch; returns the objective and its parts;
+* ``state_dict()`` / ``load_state_dict(d)``: everything besides the model's own parameters needed to resume
+  (lifted states, momenta, optimiser state).
+
+Mini-batch order is drawn from a generator seeded by ``(seed, epoch)``, so an interrupted and resumed run
+gives the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "History",
+    "seed_everything",
+    "resolve_device",
+    "as_tensors",
+    "check_data",
+    "targets_for_loss",
+    "nested_loss",
+    "accuracy",
+    "evaluate",
+    "epoch_generator",
+    "minibatches",
+    "fit",
+    "register_method",
+    "METHOD_MODULES",
+    "available_methods",
+    "BackpropTrainer",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# seeds, devices, data
+# ---------------------------------------------------------------------------------------------------------
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA); return a torch generator seeded with ``seed``."""
+    if not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(int(seed))
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A generator that depends only on ``(seed, epoch)`` (resume-safe mini-batch order)."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """Turn ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``None`` (-> CPU) into a ``torch.device``.
+
+    Raises
+    ------
+    ValueError
+        If CUDA is asked for and not available, or the string is not a device.
+    """
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a valid torch device (expected 'cpu' or 'cuda[:k]')") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: CUDA is not available on this machine (use device='cpu')")
+    return dev
+
+
+def as_tensors(data, name: str = "train") -> tuple[Tensor, Tensor]:
+    """Materialise ``(X, Y)`` from a tuple of tensors/arrays, a ``Dataset`` or a ``DataLoader``."""
+    if data is None:
+        raise ValueError(f"{name} data is None")
+    if isinstance(data, tuple | list) and len(data) == 2 and not isinstance(data[0], tuple | list):
+        X, Y = data
+        X = torch.as_tensor(X)
+        Y = torch.as_tensor(Y)
+    else:
+        if isinstance(data, torch.utils.data.DataLoader):
+            pairs = [(x, y) for x, y in data]
+            X = torch.cat([p[0] for p in pairs])
+            Y = torch.cat([torch.as_tensor(p[1]) for p in pairs])
+        elif isinstance(data, torch.utils.data.Dataset):
+            items = [data[i] for i in range(len(data))]
+            X = torch.stack([torch.as_tensor(it[0]) for it in items])
+            Y = torch.stack([torch.as_tensor(it[1]) for it in items])
+        else:
+            raise TypeError(
+                f"{name} must be a pair (X, Y) of tensors, a torch Dataset or a DataLoader, got "
+                f"{type(data).__name__}"
+            )
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(f"{name}: X has {X.shape[0]} samples but Y has {Y.shape[0]}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name}: no samples")
+    if not X.is_floating_point():
+        X = X.float()
+    return X, Y
+
+
+def check_data(model: nn.Module, X: Tensor, Y: Tensor, loss: str, name: str = "train") -> None:
+    """Check data against the model: finite inputs, matching shapes, labels in range.
+
+    Raises ``ValueError`` naming the argument and what was expected.
+    """
+    if not torch.isfinite(X).all():
+        raise ValueError(f"{name} inputs X contain NaN or inf values (found {(~torch.isfinite(X)).sum()} entries)")
+    if Y.is_floating_point() and not torch.isfinite(Y).all():
+        raise ValueError(f"{name} targets Y contain NaN or inf values")
+    try:
+        with torch.no_grad():
+            out = model(X[:2].to(next(iter(model.parameters()), X).device))
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{name} inputs of shape {tuple(X.shape[1:])} (per sample) do not fit the model: {exc}"
+        ) from None
+    if not Y.is_floating_point():
+        n_classes = out.shape[1]
+        if Y.dim() != 1:
+            raise ValueError(f"{name} class labels must be a 1-D tensor, got shape {tuple(Y.shape)}")
+        if Y.min() < 0 or Y.max() >= n_classes:
+            raise ValueError(
+                f"{name} labels must lie in [0, {n_classes - 1}] for a model with {n_classes} outputs, "
+                f"got range [{int(Y.min())}, {int(Y.max())}]"
+            )
+    elif tuple(out.shape[1:]) != tuple(Y.shape[1:]):
+        raise ValueError(
+            f"{name} targets have shape {tuple(Y.shape[1:])} per sample but the model outputs "
+            f"{tuple(out.shape[1:])}"
+        )
+    if loss not in ("mse", "ce"):
+        raise ValueError(f"loss must be 'mse' or 'ce', got {loss!r}")
+    if loss == "ce" and Y.is_floating_point() and Y.dim() != 2:
+        raise ValueError("loss='ce' needs class labels or class-probability targets of shape [N, classes]")
+
+
+def targets_for_loss(Y: Tensor, n_out: int, loss: str, dtype=torch.float32) -> Tensor:
+    """Float targets for the last layer: one-hot vectors for class labels, else ``Y`` itself."""
+    if Y.is_floating_point():
+        return Y.to(dtype)
+    return F.one_hot(Y.long(), n_out).to(dtype)
+
+
+def nested_loss(out: Tensor, target: Tensor, loss: str) -> Tensor:
+    """Mean over samples of the per-sample loss.
+
+    ``"mse"``: 1/2 ||out - target||^2 summed over components; ``"ce"``: cross-entropy
+    -sum_k target_k log softmax(out)_k (target one-hot or a probability vector).
+    """
+    n = out.shape[0]
+    if loss == "mse":
+        return 0.5 * (out - target).pow(2).reshape(n, -1).sum(1).mean()
+    if loss == "ce":
+        return -(target * torch.log_softmax(out, dim=1)).reshape(n, -1).sum(1).mean()
+    raise ValueError(f"loss must be 'mse' or 'ce', got {loss!r}")
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, X: Tensor, Y: Tensor, batch_size: int = 4096) -> float:
+    """Top-1 accuracy (fraction in [0, 1]) of ``model`` on labelled data."""
+    dev = next(iter(model.parameters()), X).device
+    correct = 0
+    for i in range(0, X.shape[0], batch_size):
+        pred = model(X[i : i + batch_size].to(dev)).argmax(dim=1).cpu()
+        correct += int((pred == Y[i : i + batch_size].cpu()).sum())
+    return correct / X.shape[0]
+
+
+@torch.no_grad()
+def _psnr(model: nn.Module, X: Tensor, Y: Tensor) -> float:
+    dev = next(iter(model.parameters()), X).device
+    out = model(X.to(dev)).cpu()
+    mse = (out - Y).pow(2).reshape(X.shape[0], -1).mean(1).clamp(min=1e-12)
+    peak = Y.reshape(Y.shape[0], -1).abs().amax(1).clamp(min=1e-12) ** 2
+    return float((10 * torch.log10(torch.ones_like(mse) / mse)).mean()) if peak.max() <= 1 + 1e-6 else float(
+        (10 * torch.log10(peak / mse)).mean()
+    )
+
+
+def evaluate(model: nn.Module, X: Tensor, Y: Tensor, metric: str | Callable | None = None) -> float:
+    """Evaluate ``metric`` ("accuracy" for labels, "psnr" for image targets by default, or a callable)."""
+    if callable(metric):
+        return float(metric(model, X, Y))
+    metric = metric or ("psnr" if Y.is_floating_point() else "accuracy")
+    if metric == "accuracy":
+        return accuracy(model, X, Y)
+    if metric == "psnr":
+        return _psnr(model, X, Y)
+    raise ValueError(f"metric must be 'accuracy', 'psnr' or a callable, got {metric!r}")
+
+
+def minibatches(n: int, batch_size: int | None, generator: torch.Generator | None, shuffle: bool = True):
+    """Index tensors of the mini-batches of an epoch (the whole set when ``batch_size`` is None)."""
+    if batch_size is None or batch_size >= n:
+        yield torch.arange(n)
+        return
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for i in range(0, n, batch_size):
+        yield order[i : i + batch_size]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# history and checkpoints
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class History:
+    """Per-epoch record of a training run: ``records[e]`` is a dict (epoch, objective parts, metrics, time)."""
+
+    method: str = ""
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def append(self, **record) -> None:
+        self.records.append(dict(record))
+
+    def __getitem__(self, key: str) -> list:
+        """Column ``key`` over epochs (``None`` where an epoch did not record it)."""
+        return [r.get(key) for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.records[-1] if self.records else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "records": self.records}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> History:
+        return cls(method=d.get("method", ""), records=list(d.get("records", [])))
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write ``payload`` with ``torch.save`` atomically (a crash never leaves a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - report any unpickling failure with the path
+        raise ValueError(f"checkpoint {str(path)!r} is not a liftinv checkpoint (torch.save file): {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# method registry
+# ---------------------------------------------------------------------------------------------------------
+#: method name -> module that registers it on import
+METHOD_MODULES: dict[str, str] = {
+    "backprop-sgd": "liftinv.training",
+    "backprop-adam": "liftinv.training",
+    "mac-bcd": "liftinv.solvers",
+    "fenchel-bcd": "liftinv.solvers",
+    "bregman-bcd": "liftinv.solvers",
+    "bregman-accel": "liftinv.solvers",
+    "bregman-adaptive": "liftinv.solvers",
+    "bregman-isgm": "liftinv.solvers",
+    "mac-isgm": "liftinv.solvers",
+    "ftprop-softhinge": "liftinv.ftprop",
+    "ftprop-hinge": "liftinv.ftprop",
+    "sste": "liftinv.ftprop",
+    "ste": "liftinv.ftprop",
+    "ftprop-exact": "liftinv.ftprop",
+}
+
+_METHODS: dict[str, type] = {}
+
+
+def register_method(name: str, trainer_cls: type | None = None):
+    """Register a trainer class under ``name`` (usable as a decorator)."""
+
+    def deco(cls):
+        _METHODS[name] = cls
+        return cls
+
+    return deco(trainer_cls) if trainer_cls is not None else deco
+
+
+def available_methods() -> list[str]:
+    return sorted(METHOD_MODULES)
+
+
+def get_trainer(method: str) -> type:
+    if method not in METHOD_MODULES and method not in _METHODS:
+        raise ValueError(f"unknown method {method!r}; available: {', '.join(available_methods())}")
+    if method not in _METHODS:
+        importlib.import_module(METHOD_MODULES[method])
+    if method not in _METHODS:
+        raise ValueError(f"method {method!r} is not implemented by {METHOD_MODULES[method]}")
+    return _METHODS[method]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the shared epoch loop
+# ---------------------------------------------------------------------------------------------------------
+def fit(
+    model: nn.Module,
+    train,
+    *,
+    method: str = "backprop-adam",
+    epochs: int = 10,
+    loss: str = "mse",
+    test=None,
+    metric: str | Callable | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = "cpu",
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    **options,
+) -> History:
+    """Train ``model`` in place with ``method`` and return the :class:`History`.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network; the trained weights are written into it (lifted methods do not copy the weights).
+    train, test : (X, Y) tensors, Dataset or DataLoader
+        Inputs and targets (class labels -> one-hot for ``loss="mse"``; float targets for regression).
+    method : str
+        One of :func:`available_methods` (``backprop-sgd``, ``backprop-adam``, ``mac-bcd``, ``fenchel-bcd``,
+        ``bregman-bcd``, ``bregman-accel``, ``bregman-adaptive``, ``bregman-isgm``, ``ftprop-*``, ``ste``,
+        ``sste``).
+    epochs : int
+        Number of epochs (full passes over ``train``).
+    loss : {"mse", "ce"}
+        Last-layer loss (MSE to one-hot targets was the better choice for every method in our measurements).
+    metric : "accuracy", "psnr" or callable(model, X, Y)
+        Metric recorded per epoch on train and test data.
+    seed : int
+        Seeds the initialisation-independent randomness (mini-batch order, noise) of the run.
+    device : "cpu", "cuda" or torch.device
+    checkpoint : path, optional
+        Written after every epoch; when ``resume`` and the file exists, training continues from it.
+    progress : bool
+        Show a tqdm bar.
+    **options
+        Passed to the method's trainer (``lr``, ``batch_size``, ``lambdas``, ...).
+
+    Returns
+    -------
+    History
+        One record per epoch: ``epoch``, ``objective`` (and parts), ``train_<metric>``, ``test_<metric>``,
+        ``time`` (seconds of that epoch) and ``wall`` (cumulative).
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    trainer_cls = get_trainer(method)
+    dev = resolve_device(device)
+    seed_everything(seed)
+    X, Y = as_tensors(train, "train")
+    model.to(dev)
+    check_data(model, X, Y, loss, "train")
+    Xt = Yt = None
+    if test is not None:
+        Xt, Yt = as_tensors(test, "test")
+        check_data(model, Xt, Yt, loss, "test")
+    dtype = next(iter(model.parameters())).dtype
+    X = X.to(dev, dtype)
+    Y = Y.to(dev) if not Y.is_floating_point() else Y.to(dev, dtype)
+    trainer = trainer_cls(model, X, Y, loss=loss, seed=seed, **options)
+    history = History(method=method)
+    start = 0
+    if checkpoint is not None and resume and Path(checkpoint).is_file():
+        ck = load_checkpoint(checkpoint)
+        if ck.get("method") != method:
+            raise ValueError(
+                f"checkpoint {str(checkpoint)!r} was written by method {ck.get('method')!r}, not {method!r}"
+            )
+        model.load_state_dict(ck["model"])
+        trainer.load_state_dict(ck["trainer"])
+        history = History.from_dict(ck["history"])
+        start = int(ck["epoch"])
+    metric_name = metric if isinstance(metric, str) else ("custom" if callable(metric) else None)
+    metric_name = metric_name or ("psnr" if Y.is_floating_point() else "accuracy")
+    wall = history.last.get("wall", 0.0)
+    bar = tqdm(range(start, epochs), desc=method, disable=not progress, leave=False, initial=start, total=epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.train()
+        parts = trainer.run_epoch(epoch, epoch_generator(seed, epoch))
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        wall += dt
+        model.eval()
+        rec = {"epoch": epoch + 1, **{k: float(v) for k, v in parts.items()}, "time": dt, "wall": wall}
+        rec[f"train_{metric_name}"] = evaluate(model, X, Y, metric)
+        if Xt is not None:
+            rec[f"test_{metric_name}"] = evaluate(model, Xt.to(dev, dtype), Yt.to(dev), metric)
+        if not all(math.isfinite(v) for v in rec.values() if isinstance(v, float)):
+            raise FloatingPointError(f"{method}: non-finite values at epoch {epoch + 1}: {rec}")
+        history.append(**rec)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k in ("objective", f"test_{metric_name}")})
+        if checkpoint is not None:
+            save_checkpoint(
+                checkpoint,
+                {
+                    "method": method,
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "trainer": trainer.state_dict(),
+                    "history": history.to_dict(),
+                },
+            )
+    return history
+
+
+# ---------------------------------------------------------------------------------------------------------
+# back-propagation baselines
+# ---------------------------------------------------------------------------------------------------------
+class BackpropTrainer:
+    """Back-propagation baseline: mini-batch SGD (momentum 0.9) or Adam on the nested loss.
+
+    The same network, loss and data as the lifted trainers, so the comparison is like for like.
+
+    Options: ``lr`` (default 0.1 for SGD, 1e-3 for Adam), ``batch_size`` (default 64), ``weight_decay``.
+    """
+
+    optimizer_name = "adam"
+
+    def __init__(self, model, X, Y, *, loss="mse", seed=0, lr=None, batch_size=64, weight_decay=0.0,
+                 momentum=0.9):
+        self.model, self.X, self.loss = model, X, loss
+        with torch.no_grad():
+            n_out = model(X[:1]).shape[1]
+        self.T = targets_for_loss(Y, n_out, loss, X.dtype)
+        self.batch_size = batch_size
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.optimizer_name == "sgd":
+            self.opt = torch.optim.SGD(params, lr=0.1 if lr is None else lr, momentum=momentum,
+                                       weight_decay=weight_decay)
+        else:
+            self.opt = torch.optim.Adam(params, lr=1e-3 if lr is None else lr, weight_decay=weight_decay)
+
+    def run_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
+        total = 0.0
+        for idx in minibatches(self.X.shape[0], self.batch_size, generator):
+            idx = idx.to(self.X.device)
+            self.opt.zero_grad(set_to_none=True)
+            value = nested_loss(self.model(self.X[idx]), self.T[idx], self.loss)
+            value.backward()
+            self.opt.step()
+            total += float(value) * idx.numel()
+        return {"objective": total / self.X.shape[0]}
+
+    def state_dict(self):
+        return {"optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, d):
+        self.opt.load_state_dict(d["optimizer"])
+
+
+@register_method("backprop-adam")
+class BackpropAdam(BackpropTrainer):
+    __doc__ = BackpropTrainer.__doc__
+    optimizer_name = "adam"
+
+
+@register_method("backprop-sgd")
+class BackpropSGD(BackpropTrainer):
+    __doc__ = BackpropTrainer.__doc__
+    optimizer_name = "sgd"

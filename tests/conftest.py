@@ -1,0 +1,34 @@
+"""Shared fixtures: seeded generator, device list (CPU, plus CUDA when present), offline caches."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+# Nothing may download or write to ~ during tests.
+os.environ.setdefault("DEEPINV_CACHE_DIR", os.path.join(tempfile.gettempdir(), "liftinv-deepinv-cache"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture
+def generator():
+    """A torch generator with a fixed seed (tests are reproducible)."""
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Every available device: CPU always, CUDA when present."""
+    return torch.device(request.param)
+
+
+def requires_cuda(reason: str = "needs a CUDA device; none is available on this machine"):
+    return pytest.mark.skipif(not torch.cuda.is_available(), reason=reason)
