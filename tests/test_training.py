@@ -1,0 +1,99 @@
+"""The shared fit() loop: history, checkpoints/resume, data checks, devices; and the top-level CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from liftinv import cli
+from liftinv.models import mlp
+from liftinv.training import fit, resolve_device
+
+
+def _blobs(n=120, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    centers = torch.tensor([[2.0, 0.0], [-2.0, 0.0], [0.0, 2.0]])
+    X = centers[y] + 0.5 * torch.randn(n, 2, generator=g)
+    return X.double(), y
+
+
+def test_backprop_adam_learns_and_records_history():
+    X, y = _blobs()
+    torch.manual_seed(0)
+    model = mlp((2, 16, 3)).double()
+    hist = fit(model, (X, y), method="backprop-adam", epochs=15, lr=0.05, batch_size=32, test=_blobs(60, 1),
+               progress=False)
+    assert len(hist) == 15
+    assert hist["objective"][-1] < hist["objective"][0]
+    assert hist.last["test_accuracy"] >= 0.95
+    assert all(t > 0 for t in hist["time"])
+
+
+@pytest.mark.parametrize("method", ["backprop-adam", "backprop-sgd"])
+def test_resume_gives_identical_weights(tmp_path, method):
+    X, y = _blobs()
+    torch.manual_seed(0)
+    ref = mlp((2, 16, 3)).double()
+    init = {k: v.clone() for k, v in ref.state_dict().items()}
+    fit(ref, (X, y), method=method, epochs=4, batch_size=16, progress=False, seed=3)
+
+    model = mlp((2, 16, 3)).double()
+    model.load_state_dict(init)
+    ck = tmp_path / "run.pt"
+    fit(model, (X, y), method=method, epochs=2, batch_size=16, progress=False, seed=3, checkpoint=ck)
+    model2 = mlp((2, 16, 3)).double()  # a fresh process would rebuild the model; weights come from the file
+    hist = fit(model2, (X, y), method=method, epochs=4, batch_size=16, progress=False, seed=3, checkpoint=ck)
+    assert [r["epoch"] for r in hist.records] == [1, 2, 3, 4]
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, model2.state_dict()[k]), k
+
+
+def test_checkpoint_from_another_method_is_refused(tmp_path):
+    X, y = _blobs()
+    ck = tmp_path / "run.pt"
+    fit(mlp((2, 8, 3)).double(), (X, y), method="backprop-adam", epochs=1, progress=False, checkpoint=ck)
+    with pytest.raises(ValueError, match="written by method 'backprop-adam'"):
+        fit(mlp((2, 8, 3)).double(), (X, y), method="backprop-sgd", epochs=2, progress=False, checkpoint=ck)
+
+
+def test_data_errors():
+    X, y = _blobs()
+    model = mlp((2, 8, 3)).double()
+    bad = X.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        fit(model, (bad, y), epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"do not fit the model"):
+        fit(model, (torch.randn(10, 5).double(), y[:10]), epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\]"):
+        fit(model, (X, y + 5), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="has 120 samples but Y has 10"):
+        fit(model, (X, y[:10]), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="unknown method 'magic'"):
+        fit(model, (X, y), method="magic", epochs=1, progress=False)
+    with pytest.raises(ValueError, match="loss must be 'mse' or 'ce'"):
+        fit(model, (X, y), loss="hinge", epochs=1, progress=False)
+    with pytest.raises(TypeError, match="must be a pair"):
+        fit(model, "data", epochs=1, progress=False)
+
+
+def test_device_resolution():
+    assert resolve_device(None).type == "cpu"
+    with pytest.raises(ValueError, match="not a valid torch device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_cli_help_version_and_unknown_command(capsys):
+    assert cli.main([]) == 0
+    assert "train-classifier" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert "liftinv 0.1.0" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["fly"])
+    assert exc.value.code == 2
