@@ -500,7 +500,7 @@ _FTPROP_HINT = (
 
 
 def _reject(name: str, detail: str) -> None:
-    hard = any(k in name for k in ("sign", "threshold", "staircase", "hardshrink", "qrelu", "step"))
+    hard = any(k in name.lower() for k in ("sign", "threshold", "staircase", "hardshrink", "qrelu", "step"))
     raise NotProximalError(
         f"activation {name!r} is not admissible for lifted training: {detail}. A lifted activation must be a "
         "proximal map (non-decreasing and 1-Lipschitz), e.g. " + ", ".join(ACTIVATIONS) + "."

@@ -571,23 +571,13 @@ def _param_map_norm_sq(layer: LiftedLayer, xs: list[Tensor], cache: dict | None,
     mods = list(lin) if isinstance(lin, nn.Sequential) else [lin]
     if isinstance(mods[-1], nn.Linear) and len(xs) == 1 and all(isinstance(m, _PARAM_FREE_LINEAR) for m in mods[:-1]):
         # Dense layer, possibly after parameter-free linear maps P (Flatten, AvgPool): ||[P(X); 1]||_2^2 exactly.
-        # The value depends only on the states, which are fixed across consecutive weight steps: cache it
-        # (keyed on the storage and version counter of the input state, which the cache keeps alive).
-        hit = cache.get(("wnorm",) + tuple(key)) if cache is not None else None
-        x_in = xs[0]
-        if hit is not None and hit[0].data_ptr() == x_in.data_ptr() and hit[1] == x_in._version \
-                and hit[0].shape == x_in.shape:
-            return hit[2]
-        X = x_in
+        X = xs[0]
         for m in mods[:-1]:
             X = m(X)
         X = X.reshape(X.shape[0], -1)
         if mods[-1].bias is not None:
             X = torch.cat([X, torch.ones_like(X[:, :1])], 1)
-        value = float(torch.linalg.matrix_norm(X, ord=2)) ** 2
-        if cache is not None:
-            cache[("wnorm",) + tuple(key)] = (x_in, x_in._version, value)
-        return value
+        return float(torch.linalg.matrix_norm(X, ord=2)) ** 2
     names = [n for n, p in lin.named_parameters() if p.requires_grad]
     params = dict(lin.named_parameters())
     v = cache.get(key) if cache is not None else None
@@ -681,12 +671,8 @@ def weight_step(net: LiftedNetwork, states: list[Tensor], y=None, layers: Sequen
     steps = {}
     N = states[0].shape[0]
     wanted = set(layers) if layers is not None else None
-    blocks = cache.get("blocks") if cache is not None else None
-    if blocks is None:
-        blocks = weight_blocks(net)
-        if cache is not None:
-            cache["blocks"] = blocks
-    for block_layers, params in blocks:
+    # Recomputed per call (cheap): the cache holds only tensors and floats, so it can be checkpointed.
+    for block_layers, params in weight_blocks(net):
         if wanted is not None and not wanted.intersection(block_layers):
             continue
         l = block_layers[0]
@@ -711,7 +697,7 @@ def weight_step(net: LiftedNetwork, states: list[Tensor], y=None, layers: Sequen
                 for p, o, g in zip(params, old, grads):
                     p.copy_(o - step * g)
                 f1 = block_objective(net, states, block_layers, y)
-                if f1 <= f0 - 0.5 * step * gg + 1e-12 * abs(float(f0)):
+                if f1 <= f0 - 0.5 * step * gg + 1e-12 * abs(float(f0.detach())):
                     break
                 step *= 0.5
             else:

@@ -480,7 +480,7 @@ class BackpropTrainer:
             value = nested_loss(self.model(self.X[idx]), self.T[idx], self.loss)
             value.backward()
             self.opt.step()
-            total += float(value) * idx.numel()
+            total += float(value.detach()) * idx.numel()
         return {"objective": total / self.X.shape[0]}
 
     def state_dict(self):
