@@ -34,6 +34,7 @@ _ATTRIBUTES = {
     "History": "liftinv.training",
     "reconstruct": "liftinv.unrolled",
     "invert": "liftinv.inversion",
+    "get_recipe": "liftinv.recipes",
 }
 
 __all__ = sorted(_MODULES | set(_ATTRIBUTES))

@@ -1,0 +1,383 @@
+"""``liftinv invert``: invert a pre-trained network from a (noisy) output.
+
+Example::
+
+    liftinv invert --model perceptron --noise 0.02 --method lifted --alpha 10 --iters 1000 --seed 0 \\
+        --device cpu --out inversion.png
+
+Simulates ``f = N(u) + noise ||N(u)|| e / ||e||`` (relative Gaussian noise, ``e`` seeded by ``--seed``) for a
+test image ``u``, inverts ``N`` with :func:`liftinv.inversion.invert` (TV regulariser, box [0, 1]), prints
+PSNR and SSIM of the recovered input (deepinv's ``PSNR(max_pixel=1)`` and ``SSIM()``, the latter being
+torchmetrics' Gaussian-window SSIM, 11 x 11, sigma 1.5) and the relative residual ``||N(u) - f|| / ||f||``,
+and writes a figure: truth | output f | reconstruction.
+
+``--model`` is
+
+* ``perceptron``: the P2 ReLU perceptron (:func:`liftinv.recipes.perceptron`, ``--image-size`` x
+  ``--image-size`` -> ``--features``), test image Shepp-Logan (``--image``: ``shepp-logan``, ``phantom``);
+* ``autoencoder``: the encoder of the convolutional autoencoder of :func:`liftinv.recipes.autoencoder`
+  (trained on first use, ~30 s, cached in ``--cache``), test image a held-out digit (``--image`` = its index);
+* ``PATH``: a file written by ``torch.save(model)`` (a whole ``nn.Module``), a dict holding a module
+  under ``"model"``, or an autoencoder cache written by ``liftinv.recipes.autoencoder(path=...)`` (its encoder
+  is inverted). A liftinv *training* checkpoint holds only a ``state_dict`` and cannot be inverted without its
+  architecture: save the trained module with ``torch.save(model, PATH)``. The per-sample input shape comes from
+  the module's ``input_shape`` attribute, a first ``nn.Linear`` layer, or ``--input-shape C,H,W``; the test
+  image is Shepp-Logan resized to it. Files are unpickled (``weights_only=False``): load trusted files only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+from typing import Any
+
+MODELS = ("perceptron", "autoencoder")
+
+
+def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParser:
+    """Register the ``invert`` sub-command on ``subparsers`` (an argparse sub-parsers action).
+
+    Parameters
+    ----------
+    subparsers : argparse sub-parsers action
+        From ``ArgumentParser.add_subparsers``.
+    name : str
+        The command name (``"invert"``).
+    help_ : str
+        One-line help shown by ``liftinv --help``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The sub-command's parser (errors are reported in one line, exit status 2).
+    """
+    parser = subparsers.add_parser(
+        name,
+        help=help_,
+        description="Invert a pre-trained network from a noisy output by lifted Bregman inversion "
+        "(Wang & Benning 2023) or gradient-based inversion, with TV. Prints PSNR / SSIM (deepinv PSNR(max_pixel=1), "
+        "SSIM() = torchmetrics Gaussian SSIM) and writes truth | output | reconstruction.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--model", default="perceptron", help="perceptron | autoencoder | PATH (torch.save(model) file)"
+    )
+    parser.add_argument(
+        "--noise", type=float, default=0.02, help="relative noise level delta (f += delta ||f|| e/||e||)"
+    )
+    parser.add_argument("--method", default="lifted", help="lifted | gradient")
+    parser.add_argument(
+        "--solver",
+        default=None,
+        help="input-block solver: pdhg | adam (| lbfgs for gradient); "
+        "default pdhg for lifted, adam for gradient",
+    )
+    parser.add_argument(
+        "--coupling", default="relaxed", help="lifted: relaxed (free last state) | hard (x_L = f)"
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="TV weight (default: the recipe's, 10 for the "
+        "64x64 perceptron, 3e-3 for the autoencoder, 1 for a PATH model)",
+    )
+    parser.add_argument(
+        "--lambdas", type=float, default=1.0, help="lifted penalty weight lambda (all layers)"
+    )
+    parser.add_argument("--iters", type=int, default=1000, help="iterations (same budget for both methods)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise and the model recipe")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda[:k]")
+    parser.add_argument("--double", action="store_true", help="float64 instead of float32")
+    parser.add_argument(
+        "--image",
+        default=None,
+        help="test image: shepp-logan | phantom (perceptron, PATH), or a held-out digit index (autoencoder)",
+    )
+    parser.add_argument("--image-size", type=int, default=64, help="perceptron: image side")
+    parser.add_argument("--features", type=int, default=512, help="perceptron: number of outputs")
+    parser.add_argument(
+        "--input-shape", default=None, help="PATH model: per-sample input shape, e.g. 1,64,64"
+    )
+    parser.add_argument(
+        "--cache",
+        default=os.path.join(tempfile.gettempdir(), "liftinv-autoencoder-seed0.pt"),
+        help="autoencoder cache file",
+    )
+    parser.add_argument("--out", default="inversion.png", help="output figure (png, pdf, svg); '' for none")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    def one_line_error(message: str) -> None:
+        print(f"liftinv {name}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    parser.error = one_line_error  # type: ignore[method-assign]
+    return parser
+
+
+class InvertError(ValueError):
+    """Bad input for ``liftinv invert`` (reported as one line)."""
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s.strip())
+    except ValueError:
+        raise InvertError(f"--input-shape must look like 1,64,64, got {text!r}") from None
+    if not shape or any(s <= 0 for s in shape):
+        raise InvertError(f"--input-shape must list positive sizes, got {text!r}")
+    return shape
+
+
+def load_model(path: str):
+    """Load a network to invert from ``path`` (see the module docstring for the accepted files).
+
+    Parameters
+    ----------
+    path : str
+        A ``torch.save(model)`` file, a dict with an ``nn.Module`` under ``"model"``, or an autoencoder
+        cache written by :func:`liftinv.recipes.autoencoder`.
+
+    Returns
+    -------
+    model : nn.Module
+        The network to invert.
+    extras : dict
+        May hold a ``decoder`` (autoencoder cache).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    InvertError
+        When the file is not a torch file or holds no module (e.g. only a ``state_dict``).
+    """
+    import torch
+    from torch import nn
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--model {path!r}: no such file (and not one of {', '.join(MODELS)})")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is reported in one line
+        raise InvertError(f"--model {path!r} is not a torch file: {str(exc).splitlines()[0]}") from None
+    if isinstance(obj, nn.Module):
+        return obj, {}
+    if isinstance(obj, dict):
+        if isinstance(obj.get("model"), nn.Module):
+            return obj["model"], {}
+        cfg = obj.get("config")
+        if isinstance(cfg, dict) and "state_dict" in obj and "code" in cfg:
+            from liftinv.recipes import Autoencoder
+
+            ae = Autoencoder(cfg["code"], cfg["channels"])
+            ae.load_state_dict(obj["state_dict"])
+            ae.eval().requires_grad_(False)
+            return ae.encoder, {"decoder": ae.decoder}
+        if "model" in obj or "state_dict" in obj:
+            raise InvertError(
+                f"--model {path!r} holds only a state_dict (weights without the architecture); save the "
+                "module itself with torch.save(model, PATH)"
+            )
+    raise InvertError(f"--model {path!r} holds a {type(obj).__name__}, not an nn.Module")
+
+
+def _problem(args) -> dict[str, Any]:
+    """Model, truth image, input shape and default alpha for ``args.model``."""
+    import torch
+
+    from liftinv import recipes
+    from liftinv.inversion import input_shape_of
+
+    if args.model == "perceptron":
+        n = args.image_size
+        net = recipes.perceptron(n, args.features, seed=args.seed)
+        img = args.image or "shepp-logan"
+        if img in ("shepp-logan", "shepp_logan"):
+            u = recipes.shepp_logan(n)
+        elif img == "phantom":
+            u = recipes.phantoms(1, n, seed=args.seed)
+        else:
+            raise InvertError(f"--image must be shepp-logan or phantom for the perceptron, got {img!r}")
+        return {"model": net, "u": u, "input_shape": (1, n, n), "alpha": 10.0 * (n / 64) ** 2, "extras": {}}
+    if args.model == "autoencoder":
+        prob = recipes.get_recipe("autoencoder", path=args.cache, seed=args.seed, n_images=297)
+        try:
+            k = int(args.image or 0)
+        except ValueError:
+            raise InvertError(
+                f"--image must be a digit index for the autoencoder, got {args.image!r}"
+            ) from None
+        if not 0 <= k < prob.inputs.shape[0]:
+            raise InvertError(f"--image must be in [0, {prob.inputs.shape[0] - 1}], got {k}")
+        return {
+            "model": prob.model,
+            "u": prob.inputs[k : k + 1],
+            "input_shape": (1, 16, 16),
+            "alpha": 3e-3,
+            "extras": {"decoder": prob.extras["decoder"]},
+        }
+    model, extras = load_model(args.model)
+    shape = _parse_shape(args.input_shape) if args.input_shape else input_shape_of(model)
+    if shape is None:
+        raise InvertError(
+            f"--model {args.model!r}: the input shape cannot be read off the model; pass --input-shape C,H,W"
+        )
+    if len(shape) == 1 and math.isqrt(shape[0]) ** 2 == shape[0]:
+        s = math.isqrt(shape[0])
+        image_shape = (1, s, s)
+    elif len(shape) >= 2:
+        image_shape = shape
+    else:
+        raise InvertError(
+            f"--model {args.model!r}: TV needs image inputs, but the input shape is {shape}; "
+            "pass --input-shape C,H,W"
+        )
+    H, W = image_shape[-2:]
+    import torch.nn.functional as F
+
+    u = (
+        recipes.shepp_logan(max(H, W))
+        if (args.image or "shepp-logan") != "phantom"
+        else recipes.phantoms(1, max(H, W), seed=args.seed)
+    )
+    u = F.interpolate(u, size=(H, W), mode="bilinear", align_corners=False).clamp(0, 1)
+    u = u.expand(1, *((math.prod(image_shape[:-2]),) if len(image_shape) > 2 else (1,)), H, W)
+    u = u.reshape(1, *shape).contiguous().to(torch.float32)
+    return {
+        "model": model,
+        "u": u,
+        "input_shape": shape,
+        "image_shape": image_shape,
+        "alpha": 1.0,
+        "extras": extras,
+    }
+
+
+def _show(ax, t, title):
+    import numpy as np
+
+    a = t.detach().cpu().float().numpy()
+    a = a.reshape(a.shape[-2:]) if a.ndim >= 2 and np.prod(a.shape[:-2]) == 1 else a
+    if a.ndim == 2:
+        ax.imshow(a, cmap="gray", vmin=0, vmax=1)
+        ax.axis("off")
+    else:
+        a = a.reshape(-1)
+        ax.plot(a, lw=0.8)
+        ax.set_xlabel("output index")
+    ax.set_title(title, fontsize=9)
+
+
+def _figure(path, u, f, rec, out_shape, titles):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
+    _show(axes[0], u.reshape(-1, *u.shape[-2:])[0] if u.dim() >= 3 else u, titles[0])
+    if len(out_shape) >= 2:
+        _show(axes[1], f.reshape(-1, *f.shape[-2:])[0], titles[1])
+    else:
+        _show(axes[1], f.reshape(-1), titles[1])
+    _show(axes[2], rec.reshape(-1, *rec.shape[-2:])[0] if rec.dim() >= 3 else rec, titles[2])
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``liftinv invert``: simulate a noisy output, invert, print PSNR / SSIM / residual, write the figure.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments of :func:`add_parser`.
+
+    Returns
+    -------
+    int
+        0 on success; bad input raises (``ValueError``, ``FileNotFoundError``, ``TypeError``), which
+        :func:`liftinv.cli.main` reports as one line with exit status 1.
+    """
+    if args.method not in ("lifted", "gradient"):
+        raise InvertError(f"--method must be lifted or gradient, got {args.method!r}")
+    if not (math.isfinite(args.noise) and args.noise >= 0):
+        raise InvertError(f"--noise must be a number >= 0, got {args.noise}")
+    if args.iters < 1:
+        raise InvertError(f"--iters must be >= 1, got {args.iters}")
+    if args.alpha is not None and not (math.isfinite(args.alpha) and args.alpha >= 0):
+        raise InvertError(f"--alpha must be >= 0, got {args.alpha}")
+    if args.image_size < 4 or args.features < 1:
+        raise InvertError("--image-size must be >= 4 and --features >= 1")
+
+    import torch
+
+    from liftinv.inversion import invert
+    from liftinv.training import resolve_device
+
+    dev = resolve_device(args.device)
+    dtype = torch.float64 if args.double else torch.float32
+    prob = _problem(args)
+    model = prob["model"].to(dev, dtype)
+    u = prob["u"].to(dev, dtype)
+    with torch.no_grad():
+        try:
+            f0 = model(u)
+        except RuntimeError as exc:
+            raise InvertError(
+                f"the model does not accept inputs of shape {tuple(u.shape[1:])}: "
+                f"{str(exc).splitlines()[0]} (pass --input-shape)"
+            ) from None
+    g = torch.Generator().manual_seed(args.seed + 1)
+    e = torch.randn(f0.shape, generator=g, dtype=dtype).to(dev)
+    f = f0 + args.noise * f0.norm() * e / e.norm().clamp(min=1e-30)
+    alpha = prob["alpha"] if args.alpha is None else args.alpha
+    res = invert(
+        model,
+        f,
+        regulariser="tv",
+        alpha=alpha,
+        method=args.method,
+        solver=args.solver,
+        coupling=args.coupling,
+        lambdas=args.lambdas,
+        max_iter=args.iters,
+        device=dev,
+        dtype=dtype,
+        progress=not args.no_progress,
+        seed=args.seed,
+        input_shape=prob["input_shape"],
+        image_shape=prob.get("image_shape"),
+    )
+    from deepinv.loss.metric import PSNR, SSIM
+
+    img_shape = prob.get("image_shape", prob["input_shape"])
+    rec = res.u.detach().cpu().float().clamp(0, 1).reshape(1, *img_shape)
+    truth = prob["u"].detach().cpu().float().reshape(1, *img_shape)
+    if rec.dim() == 3:
+        rec, truth = rec.unsqueeze(1), truth.unsqueeze(1)
+    psnr = float(PSNR(max_pixel=1)(rec, truth)[0])
+    ssim = float(SSIM()(rec, truth)[0])
+    name = args.method + (f" ({args.coupling})" if args.method == "lifted" else "")
+    print(
+        f"model {args.model}: {name}, solver {res.info.get('solver')}, alpha {alpha:g}, noise {args.noise:g}, "
+        f"{res.iterations} iterations in {res.time:.1f} s on {dev}"
+    )
+    print(f"PSNR {psnr:.2f} dB  SSIM {ssim:.4f}  residual {float(res.residual[0]):.3e}")
+    if args.out:
+        out_shape = tuple(f.shape[1:])
+        _figure(
+            args.out,
+            truth[0],
+            f[0].detach().cpu(),
+            rec[0],
+            out_shape,
+            ["truth", f"output f ({args.noise:g} noise)", f"{name}: {psnr:.2f} dB, SSIM {ssim:.3f}"],
+        )
+        print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,512 @@
+"""Reproducible networks to invert (built or trained locally, no downloads) and their test inputs.
+
+Recipes (Wang & Benning, *A lifted Bregman formulation for the inversion of deep neural networks*,
+Front. Appl. Math. Stat. 9, 2023, inverts the same two kinds of network):
+
+* :func:`perceptron` -- the one-layer ReLU perceptron ``f = max(W u + b, 0)``, image ``n x n`` ->
+  ``features`` outputs, with Gaussian ``W`` of **unit variance** (as P2: scaling by ``1/sqrt(n^2)`` makes
+  the bias dominate, so few units are active and every method stays near the all-zero image) and a bias
+  ``b ~ N(0, bias_std^2)``, ``bias_std = 1`` by default: small next to ``W u`` (whose entries have standard
+  deviation ``||u||``, about 14 for the 64 x 64 Shepp-Logan phantom), so about half of the units are active.
+* :func:`autoencoder` -- a small convolutional autoencoder (Conv2d / AvgPool2d / Linear / ConvTranspose2d with
+  ReLU, all liftable) trained by back-propagation with Adam on the scikit-learn 8 x 8 digits upsampled to
+  16 x 16. **The network to invert is its encoder** (as in P2): given a (noisy) code ``f = E(u)``, recover the
+  image ``u`` with TV. This is an under-determined problem of the same kind as the perceptron
+  (256 pixels -> a 32-dimensional code) whose answers can be scored by PSNR/SSIM on images; the decoder
+  gives a learned reference reconstruction ``D(f)``. (Inverting the decoder -- recovering a code from an
+  image -- is over-determined and insensitive to the regulariser; ``target="decoder"`` builds it too.)
+* :func:`unrolled_recipe` -- an unrolled proximal-gradient deblurring network from
+  :mod:`liftinv.unrolled_nets` when that module is present (optional): invert it to recover the blurred
+  measurement from the reconstruction.
+
+:func:`get_recipe` returns an :class:`InversionProblem` (the network, ground-truth test inputs, shapes and
+suggested settings); :data:`RECIPES` lists the recipes by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "InversionProblem",
+    "perceptron",
+    "Autoencoder",
+    "autoencoder",
+    "digits16",
+    "shepp_logan",
+    "phantoms",
+    "get_recipe",
+    "RECIPES",
+    "unrolled_recipe",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# test images
+# ---------------------------------------------------------------------------------------------------------
+def shepp_logan(size: int = 64) -> Tensor:
+    """The Shepp-Logan phantom (``skimage.data``, bundled) resized to ``size x size``.
+
+    Values in [0, 1]; resized with anti-aliasing, so edges are slightly smoothed.
+
+    Parameters
+    ----------
+    size : int
+        Side of the image.
+
+    Returns
+    -------
+    Tensor
+        Shape ``[1, 1, size, size]``, float32.
+
+    Examples
+    --------
+    >>> shepp_logan(32).shape
+    torch.Size([1, 1, 32, 32])
+    """
+    from skimage.data import shepp_logan_phantom
+    from skimage.transform import resize
+
+    img = resize(shepp_logan_phantom(), (size, size), anti_aliasing=True, order=1)
+    return torch.tensor(np.clip(img, 0, 1), dtype=torch.float32).reshape(1, 1, size, size)
+
+
+def phantoms(n: int, size: int = 64, seed: int = 0, shapes: int = 5) -> Tensor:
+    """Random piecewise-constant phantoms: a background ellipse plus rectangles and ellipses.
+
+    Each image: a large ellipse of intensity in [0.2, 0.4] and ``shapes`` rectangles / ellipses with
+    random intensities in [0, 1] painted over it; values in [0, 1]. Deterministic for a given ``seed``.
+
+    Parameters
+    ----------
+    n : int
+        Number of images.
+    size : int
+        Side of each image.
+    seed : int
+        Seed of the shapes.
+    shapes : int
+        Rectangles / ellipses per image.
+
+    Returns
+    -------
+    Tensor
+        Shape ``[n, 1, size, size]``, float32.
+
+    Examples
+    --------
+    >>> x = phantoms(3, 16, seed=1)
+    >>> x.shape, bool(torch.equal(x, phantoms(3, 16, seed=1)))
+    (torch.Size([3, 1, 16, 16]), True)
+    """
+    if n < 1 or size < 4:
+        raise ValueError(f"phantoms needs n >= 1 and size >= 4, got n={n}, size={size}")
+    g = torch.Generator().manual_seed(int(seed))
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    out = torch.zeros(n, 1, size, size)
+    for i in range(n):
+        img = torch.zeros(size, size)
+        a, b = 0.75 + 0.15 * torch.rand(2, generator=g)
+        img[(xx / a) ** 2 + (yy / b) ** 2 <= 1] = 0.2 + 0.2 * float(torch.rand(1, generator=g))
+        for _ in range(shapes):
+            c = (torch.rand(2, generator=g) - 0.5) * 1.0
+            r = 0.1 + 0.3 * torch.rand(2, generator=g)
+            val = float(torch.rand(1, generator=g))
+            if float(torch.rand(1, generator=g)) < 0.5:
+                mask = ((xx - c[0]).abs() <= r[0]) & ((yy - c[1]).abs() <= r[1])
+            else:
+                mask = ((xx - c[0]) / r[0]) ** 2 + ((yy - c[1]) / r[1]) ** 2 <= 1
+            img[mask] = val
+        out[i, 0] = img
+    return out
+
+
+def digits16() -> tuple[Tensor, Tensor]:
+    """scikit-learn's 8 x 8 digits (bundled, 1,797 images) upsampled to 16 x 16 (bilinear), in [0, 1].
+
+    Returns
+    -------
+    images : Tensor
+        Shape ``[1797, 1, 16, 16]``, float32 in [0, 1].
+    labels : Tensor
+        Shape ``[1797]``, the digit classes.
+    """
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False).clamp(0, 1)
+    return x, torch.tensor(d.target)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# (a) the P2 perceptron
+# ---------------------------------------------------------------------------------------------------------
+def perceptron(
+    image_size: int = 64, features: int = 512, seed: int = 0, bias_std: float = 1.0
+) -> nn.Sequential:
+    """The one-layer ReLU perceptron of P2: ``u -> max(W vec(u) + b, 0)`` with Gaussian weights.
+
+    ``W`` (``features x image_size^2``) has i.i.d. N(0, 1) entries (unit variance, as in P2) and
+    ``b ~ N(0, bias_std^2)``, both drawn from a generator seeded with ``seed``. The model takes images
+    ``[B, 1, n, n]`` (an ``nn.Flatten`` comes first) and records ``input_shape = (1, n, n)``.
+
+    Parameters
+    ----------
+    image_size : int
+        Side ``n`` of the input image.
+    features : int
+        Number of outputs.
+    seed : int
+        Seed of the weights.
+    bias_std : float
+        Standard deviation of the bias (0 for no bias).
+
+    Returns
+    -------
+    nn.Sequential
+        ``Flatten -> Linear(n^2, features) -> ReLU`` (liftable; parameters do not require grad).
+
+    Examples
+    --------
+    >>> net = perceptron(16, 64)
+    >>> net(torch.rand(2, 1, 16, 16)).shape
+    torch.Size([2, 64])
+    """
+    if image_size < 2 or features < 1:
+        raise ValueError(f"perceptron needs image_size >= 2 and features >= 1, got {image_size}, {features}")
+    if bias_std < 0:
+        raise ValueError(f"bias_std must be >= 0, got {bias_std}")
+    g = torch.Generator().manual_seed(int(seed))
+    n = image_size * image_size
+    lin = nn.Linear(n, features)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(features, n, generator=g))
+        lin.bias.copy_(bias_std * torch.randn(features, generator=g))
+    net = nn.Sequential(nn.Flatten(), lin, nn.ReLU())
+    net.requires_grad_(False)
+    net.input_shape = (1, image_size, image_size)
+    return net
+
+
+# ---------------------------------------------------------------------------------------------------------
+# (b) convolutional autoencoder
+# ---------------------------------------------------------------------------------------------------------
+class Autoencoder(nn.Module):
+    """Convolutional autoencoder for 1 x 16 x 16 images with a ``code``-dimensional non-negative code.
+
+    Encoder: Conv3x3(1->c) ReLU AvgPool2 -> Conv3x3(c->2c) ReLU AvgPool2 -> Flatten -> Linear(2c*16, code) ReLU.
+    Decoder: Linear(code, 2c*16) ReLU -> Unflatten -> ConvT4x4/2(2c->c) ReLU -> ConvT4x4/2(c->1) -> Hardtanh(0, 1).
+    Every layer is liftable (average pooling, not max pooling; clip to [0, 1] is proximal).
+
+    Parameters
+    ----------
+    code : int
+        Code dimension.
+    channels : int
+        Channels of the first convolution (the second has twice as many).
+
+    Examples
+    --------
+    >>> ae = Autoencoder(code=8, channels=4)
+    >>> ae.encoder(torch.rand(2, 1, 16, 16)).shape, ae(torch.rand(2, 1, 16, 16)).shape
+    (torch.Size([2, 8]), torch.Size([2, 1, 16, 16]))
+    """
+
+    def __init__(self, code: int = 32, channels: int = 8):
+        super().__init__()
+        c = channels
+        self.code, self.channels = code, channels
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, c, 3, padding=1),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(c, 2 * c, 3, padding=1),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(2 * c * 16, code),
+            nn.ReLU(),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(code, 2 * c * 16),
+            nn.ReLU(),
+            nn.Unflatten(1, (2 * c, 4, 4)),
+            nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(c, 1, 4, stride=2, padding=1),
+            nn.Hardtanh(0.0, 1.0),
+        )
+        self.encoder.input_shape = (1, 16, 16)
+        self.decoder.input_shape = (code,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decoder(self.encoder(x))
+
+
+def autoencoder(
+    seed: int = 0,
+    code: int = 32,
+    channels: int = 8,
+    epochs: int = 60,
+    lr: float = 3e-3,
+    n_train: int = 1500,
+    path: str | os.PathLike | None = None,
+    progress: bool = False,
+    device: str | torch.device | None = "cpu",
+) -> Autoencoder:
+    """Train (or load) the convolutional autoencoder on 16 x 16 digits by back-propagation with Adam.
+
+    Training: the first ``n_train`` of the 1,797 upsampled digits (:func:`digits16`), MSE loss
+    ``1/2 ||D(E(u)) - u||^2``, Adam (``lr``), mini-batches of 64, ``epochs`` epochs, seeded with ``seed``
+    (about 20-40 s on one CPU core at the defaults). The remaining digits are the held-out test images.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the initialisation and the mini-batch order.
+    code : int
+        Code dimension (the encoder's output size).
+    channels : int
+        Channels of the first convolution.
+    epochs, lr, n_train : int, float, int
+        Training settings.
+    path : path, optional
+        Cache file: loaded when it exists and matches the settings, else written after training.
+    progress : bool
+        Show the training progress bar.
+    device : str or torch.device
+        Training device; the returned model is on the CPU.
+
+    Returns
+    -------
+    Autoencoder
+        Trained, in eval mode, parameters frozen; ``.encoder`` and ``.decoder`` carry ``input_shape`` and
+        ``.train_info`` holds ``{"test_psnr", "train_time", "epochs", ...}``.
+    """
+    from liftinv.training import fit, seed_everything
+
+    config = {
+        "seed": int(seed),
+        "code": int(code),
+        "channels": int(channels),
+        "epochs": int(epochs),
+        "lr": float(lr),
+        "n_train": int(n_train),
+        "version": 1,
+    }
+    if path is not None and Path(path).is_file():
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        if isinstance(ck, dict) and ck.get("config") == config:
+            ae = Autoencoder(code, channels)
+            ae.load_state_dict(ck["state_dict"])
+            ae.train_info = ck.get("train_info", {})
+            ae.eval().requires_grad_(False)
+            return ae
+    X, _ = digits16()
+    if not 0 < n_train < X.shape[0]:
+        raise ValueError(f"n_train must be in (0, {X.shape[0]}), got {n_train}")
+    seed_everything(seed)
+    ae = Autoencoder(code, channels)
+    t0 = time.perf_counter()
+    fit(
+        ae,
+        (X[:n_train], X[:n_train]),
+        method="backprop-adam",
+        epochs=epochs,
+        lr=lr,
+        batch_size=64,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
+    train_time = time.perf_counter() - t0
+    ae = ae.cpu().eval().requires_grad_(False)
+    with torch.no_grad():
+        Xt = X[n_train:]
+        mse = (ae(Xt) - Xt).pow(2).reshape(Xt.shape[0], -1).mean(1)
+        test_psnr = float((10 * torch.log10(1 / mse)).mean())
+    ae.train_info = {"test_psnr": test_psnr, "train_time": train_time, **config}
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"config": config, "state_dict": ae.state_dict(), "train_info": ae.train_info}, path)
+    return ae
+
+
+# ---------------------------------------------------------------------------------------------------------
+# (c) unrolled network (optional)
+# ---------------------------------------------------------------------------------------------------------
+def unrolled_recipe(
+    image_size: int = 16, iterations: int = 3, sigma: float = 1.0, seed: int = 0, **kwargs: Any
+) -> nn.Module:
+    """An unrolled proximal-gradient deblurring network (:class:`liftinv.unrolled_nets.UnrolledProxGrad`).
+
+    Built with the unrolled-networks module (another part of liftinv) for a Gaussian blur of width
+    ``sigma`` on ``image_size x image_size`` images, ``iterations`` unrolled iterations, at its seeded
+    initialisation (``kwargs`` go to the constructor). Its input is the blurred image ``y``, its output a
+    reconstruction; inverting it recovers the measurement from the reconstruction. Every iteration is a
+    lifted layer (``lifted_layers``), and ``y`` feeds every layer.
+
+    Raises
+    ------
+    ImportError
+        When ``liftinv.unrolled_nets`` or ``liftinv.operators.Blur`` is not available.
+    """
+    try:
+        nets = importlib.import_module("liftinv.unrolled_nets")
+        ops = importlib.import_module("liftinv.operators")
+        Blur = ops.Blur
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(
+            f"the 'unrolled' recipe needs liftinv.unrolled_nets and liftinv.operators.Blur: {exc}"
+        ) from None
+    torch.manual_seed(int(seed))
+    net = nets.UnrolledProxGrad(Blur(image_size, sigma=sigma), iterations=iterations, **kwargs)
+    net.requires_grad_(False)
+    net.input_shape = (1, image_size, image_size)
+    return net
+
+
+# ---------------------------------------------------------------------------------------------------------
+# problems and the registry
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class InversionProblem:
+    """A network to invert with ground-truth test inputs and suggested settings.
+
+    Attributes
+    ----------
+    name : str
+    model : nn.Module
+        The network ``N`` to invert (frozen).
+    inputs : Tensor
+        Ground-truth test inputs ``[K, *input_shape]`` (values in [0, 1]).
+    input_shape : tuple of int
+    regulariser : str or None
+        Suggested regulariser (``"tv"``).
+    alpha : float
+        Suggested regularisation weight for moderate noise (see the benchmark for per-noise choices).
+    box : (lo, hi) or None
+    extras : dict
+        E.g. the full autoencoder and its decoder (a learned reference inverse).
+    """
+
+    name: str
+    model: nn.Module
+    inputs: Tensor
+    input_shape: tuple[int, ...]
+    regulariser: str | None = "tv"
+    alpha: float = 1.0
+    box: tuple[float, float] | None = (0.0, 1.0)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def _perceptron_problem(
+    image_size: int = 64, features: int = 512, seed: int = 0, n_images: int = 2, **_: Any
+) -> InversionProblem:
+    net = perceptron(image_size, features, seed)
+    imgs = [shepp_logan(image_size)]
+    if n_images > 1:
+        imgs.append(phantoms(n_images - 1, image_size, seed=seed + 1))
+    return InversionProblem(
+        "perceptron",
+        net,
+        torch.cat(imgs)[:n_images],
+        (1, image_size, image_size),
+        "tv",
+        10.0 * (image_size / 64) ** 2,
+    )
+
+
+def _autoencoder_problem(
+    seed: int = 0,
+    n_images: int = 4,
+    path: str | os.PathLike | None = None,
+    target: str = "encoder",
+    epochs: int = 60,
+    **kw: Any,
+) -> InversionProblem:
+    ae = autoencoder(seed=seed, path=path, epochs=epochs, **kw)
+    X, _ = digits16()
+    n_train = ae.train_info.get("n_train", 1500)
+    test = X[n_train:]
+    idx = torch.linspace(0, test.shape[0] - 1, n_images).round().long()
+    imgs = test[idx]
+    if target == "encoder":
+        return InversionProblem(
+            "autoencoder",
+            ae.encoder,
+            imgs,
+            (1, 16, 16),
+            "tv",
+            0.1,
+            extras={"autoencoder": ae, "decoder": ae.decoder},
+        )
+    if target == "decoder":
+        with torch.no_grad():
+            codes = ae.encoder(imgs)
+        return InversionProblem(
+            "autoencoder-decoder",
+            ae.decoder,
+            codes,
+            (ae.code,),
+            "tikhonov",
+            1e-3,
+            box=None,
+            extras={"autoencoder": ae, "images": imgs},
+        )
+    raise ValueError(f"target must be 'encoder' or 'decoder', got {target!r}")
+
+
+def _unrolled_problem(image_size: int = 16, seed: int = 0, n_images: int = 2, **kw: Any) -> InversionProblem:
+    net = unrolled_recipe(image_size=image_size, seed=seed, **kw)
+    x = phantoms(n_images, image_size, seed=seed + 1)
+    from liftinv.operators import Blur
+
+    with torch.no_grad():
+        y = Blur(image_size, sigma=kw.get("sigma", 1.0))(x)
+    return InversionProblem(
+        "unrolled", net, y.clamp(0, 1), (1, image_size, image_size), "tv", 1e-3, extras={"images": x}
+    )
+
+
+#: recipe name -> builder of an :class:`InversionProblem` ("unrolled" needs liftinv.unrolled_nets)
+RECIPES: dict[str, Callable[..., InversionProblem]] = {
+    "perceptron": _perceptron_problem,
+    "autoencoder": _autoencoder_problem,
+    "unrolled": _unrolled_problem,
+}
+
+
+def get_recipe(name: str, **kwargs: Any) -> InversionProblem:
+    """Build the :class:`InversionProblem` of a recipe by name (``"perceptron"``, ``"autoencoder"``, ``"unrolled"``).
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`RECIPES`.
+    **kwargs
+        Recipe options: perceptron ``image_size``, ``features``, ``seed``, ``n_images``; autoencoder
+        ``seed``, ``n_images``, ``path`` (cache file), ``target`` (``"encoder"``/``"decoder"``), ``epochs``;
+        unrolled ``image_size``, ``iterations``, ``sigma``, ``seed``, ``n_images``.
+
+    Examples
+    --------
+    >>> prob = get_recipe("perceptron", image_size=16, features=64)
+    >>> prob.model(prob.inputs).shape
+    torch.Size([2, 64])
+    """
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; available: {', '.join(sorted(RECIPES))}")
+    return RECIPES[name](**kwargs)
