@@ -131,13 +131,17 @@ def check_data(model: nn.Module, X: Tensor, Y: Tensor, loss: str, name: str = "t
         raise ValueError(f"{name} inputs X contain NaN or inf values (found {(~torch.isfinite(X)).sum()} entries)")
     if Y.is_floating_point() and not torch.isfinite(Y).all():
         raise ValueError(f"{name} targets Y contain NaN or inf values")
+    was_training = model.training
+    model.eval()  # a shape probe must not update batch-norm statistics
     try:
         with torch.no_grad():
             out = model(X[:2].to(next(iter(model.parameters()), X).device))
     except RuntimeError as exc:
+        model.train(was_training)
         raise ValueError(
             f"{name} inputs of shape {tuple(X.shape[1:])} (per sample) do not fit the model: {exc}"
         ) from None
+    model.train(was_training)
     if not Y.is_floating_point():
         n_classes = out.shape[1]
         if Y.dim() != 1:
@@ -461,8 +465,11 @@ class BackpropTrainer:
     def __init__(self, model, X, Y, *, loss="mse", seed=0, lr=None, batch_size=64, weight_decay=0.0,
                  momentum=0.9):
         self.model, self.X, self.loss = model, X, loss
+        was_training = model.training
+        model.eval()  # probe the output size without touching batch-norm statistics
         with torch.no_grad():
             n_out = model(X[:1]).shape[1]
+        model.train(was_training)
         self.T = targets_for_loss(Y, n_out, loss, X.dtype)
         self.batch_size = batch_size
         params = [p for p in model.parameters() if p.requires_grad]
