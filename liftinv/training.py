@@ -300,6 +300,10 @@ METHOD_MODULES: dict[str, str] = {
     "sste": "liftinv.ftprop",
     "ste": "liftinv.ftprop",
     "ftprop-exact": "liftinv.ftprop",
+    "unrolled-bregman-isgm": "liftinv.unrolled",
+    "unrolled-bregman-bcd": "liftinv.unrolled",
+    "unrolled-mac-isgm": "liftinv.unrolled",
+    "unrolled-mac-bcd": "liftinv.unrolled",
 }
 
 _METHODS: dict[str, type] = {}

@@ -97,3 +97,11 @@ def test_cli_help_version_and_unknown_command(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["fly"])
     assert exc.value.code == 2
+
+
+def test_every_registered_method_resolves_without_prior_import():
+    """Each name in METHOD_MODULES is registered by the module it points to (lazy import through fit)."""
+    from liftinv.training import METHOD_MODULES, get_trainer
+
+    for name in METHOD_MODULES:
+        assert hasattr(get_trainer(name), "run_epoch"), name
