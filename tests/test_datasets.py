@@ -27,19 +27,6 @@ from liftinv.datasets import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Run these tests on one torch thread (restored afterwards).
-
-    The operators here work on small tensors; on a shared 2-core machine, hand-offs between two OpenMP
-    threads made them 10-30x slower than one thread (measured: 4.9 s vs 0.17 s for a 32x32 CT TV solve).
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # --------------------------------------------------------------------------------------------- images
 def test_every_bundled_image_loads_offline():
     for name in BUNDLED_IMAGES:
