@@ -592,7 +592,7 @@ def _param_map_norm_sq(layer: LiftedLayer, xs: list[Tensor], cache: dict | None,
             vv = {n: (t / nrm).detach().requires_grad_(True) for n, t in v.items()}
             z = functional_call(lin, vv, tuple(xs))
             grads = torch.autograd.grad(z, list(vv.values()), grad_outputs=z.detach())
-            norm_sq = float(sum((g * vv[n]).sum() for g, n in zip(grads, vv)))
+            norm_sq = float(sum((g * vv[n].detach()).sum() for g, n in zip(grads, vv)))
             v = {n: g.detach() for n, g in zip(vv, grads)}
     if cache is not None:
         cache[key] = v
