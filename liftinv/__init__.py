@@ -19,8 +19,19 @@ import importlib
 __version__ = "0.1.0"
 
 _MODULES = {
-    "operators", "datasets", "activations", "penalties", "lifting", "training", "solvers", "models",
-    "ftprop", "unrolled", "inversion", "recipes", "cli",
+    "operators",
+    "datasets",
+    "activations",
+    "penalties",
+    "lifting",
+    "training",
+    "solvers",
+    "models",
+    "ftprop",
+    "unrolled",
+    "inversion",
+    "recipes",
+    "cli",
 }
 # public name -> module that defines it (resolved on first access)
 _ATTRIBUTES = {

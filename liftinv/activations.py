@@ -503,7 +503,9 @@ def _reject(name: str, detail: str) -> None:
     hard = any(k in name.lower() for k in ("sign", "threshold", "staircase", "hardshrink", "qrelu", "step"))
     raise NotProximalError(
         f"activation {name!r} is not admissible for lifted training: {detail}. A lifted activation must be a "
-        "proximal map (non-decreasing and 1-Lipschitz), e.g. " + ", ".join(ACTIVATIONS) + "."
+        "proximal map (non-decreasing and 1-Lipschitz), e.g. "
+        + ", ".join(ACTIVATIONS)
+        + "."
         + (_FTPROP_HINT if hard else "")
     )
 
@@ -538,8 +540,15 @@ def get_activation(name: str | ProximalActivation | nn.Module, **kwargs) -> Prox
     if not isinstance(name, str):
         raise TypeError(f"activation must be a name or an nn.Module, got {type(name).__name__}")
     key = name.lower().replace("-", "_")
-    aliases = {"hardtanh": "clip", "softshrink": "soft_threshold", "leakyrelu": "leaky_relu", "linear": "identity",
-               "none": "identity", "id": "identity", "soft_thresholding": "soft_threshold"}
+    aliases = {
+        "hardtanh": "clip",
+        "softshrink": "soft_threshold",
+        "leakyrelu": "leaky_relu",
+        "linear": "identity",
+        "none": "identity",
+        "id": "identity",
+        "soft_thresholding": "soft_threshold",
+    }
     key = aliases.get(key, key)
     if key in ACTIVATIONS:
         return ACTIVATIONS[key](**kwargs)

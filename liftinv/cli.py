@@ -15,10 +15,19 @@ from liftinv import __version__
 
 #: sub-command name -> (module under liftinv.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("demo", "train a small unrolled net with lifted Bregman for deblurring and compare with TV/pinv"),
-    "reconstruct": ("reconstruct", "reconstruct an image from simulated measurements (classical or trained model)"),
+    "demo": (
+        "demo",
+        "train a small unrolled net with lifted Bregman for deblurring and compare with TV/pinv",
+    ),
+    "reconstruct": (
+        "reconstruct",
+        "reconstruct an image from simulated measurements (classical or trained model)",
+    ),
     "train": ("train", "train an unrolled proximal network for deblur|ct|inpaint|denoise"),
-    "train-classifier": ("train_classifier", "train a classifier by back-propagation, lifted solvers or FTPROP"),
+    "train-classifier": (
+        "train_classifier",
+        "train a classifier by back-propagation, lifted solvers or FTPROP",
+    ),
     "invert": ("invert", "invert a pre-trained network from a (noisy) output"),
 }
 

@@ -87,11 +87,18 @@ class LiftedLayer(nn.Module):
         parameter-free maps); then the weight step uses the safe step 1/||M_X||^2. Detected when omitted.
     """
 
-    def __init__(self, linear: nn.Module, activation, inputs: Sequence[int] | None = None,
-                 affine_in_params: bool | None = None):
+    def __init__(
+        self,
+        linear: nn.Module,
+        activation,
+        inputs: Sequence[int] | None = None,
+        affine_in_params: bool | None = None,
+    ):
         super().__init__()
         self.linear = linear
-        self.activation = activation if isinstance(activation, ProximalActivation) else from_module(activation)
+        self.activation = (
+            activation if isinstance(activation, ProximalActivation) else from_module(activation)
+        )
         self.inputs = tuple(inputs) if inputs is not None else None
         if affine_in_params is None:
             affine_in_params = _detect_affine(linear) and not any(True for _ in self.activation.parameters())
@@ -171,15 +178,23 @@ class LiftedNetwork(nn.Module):
         data term has weight 1).
     """
 
-    def __init__(self, layers: Sequence[LiftedLayer], loss: str = "mse", last: str = "fixed",
-                 penalty: str = "bregman", lambdas=1.0):
+    def __init__(
+        self,
+        layers: Sequence[LiftedLayer],
+        loss: str = "mse",
+        last: str = "fixed",
+        penalty: str = "bregman",
+        lambdas=1.0,
+    ):
         super().__init__()
         if loss not in ("mse", "ce"):
             raise ValueError(f"loss must be 'mse' or 'ce', got {loss!r}")
         if last not in ("fixed", "free"):
             raise ValueError(f"last must be 'fixed' or 'free', got {last!r}")
         if loss == "ce" and last == "free":
-            raise ValueError("loss='ce' needs last='fixed' (the cross-entropy acts on the last pre-activation)")
+            raise ValueError(
+                "loss='ce' needs last='fixed' (the cross-entropy acts on the last pre-activation)"
+            )
         if len(layers) == 0:
             raise LiftingError("the model has no layer to lift")
         self.layers = nn.ModuleList(layers)
@@ -308,8 +323,9 @@ def _is_activation(m: nn.Module) -> bool:
     return not any(True for _ in m.parameters()) and type(m).__module__.startswith(("torch.nn", "liftinv"))
 
 
-def lift(model: nn.Module, loss: str = "mse", last: str | None = None, penalty: str = "bregman",
-         lambdas=1.0) -> LiftedNetwork:
+def lift(
+    model: nn.Module, loss: str = "mse", last: str | None = None, penalty: str = "bregman", lambdas=1.0
+) -> LiftedNetwork:
     """Lift a network: one state per activation, parameters shared with ``model`` (no copy).
 
     Parameters
@@ -500,8 +516,14 @@ def _lipschitz_state(net: LiftedNetwork, states, l: int, cache: dict | None, ite
     return max(total, 1e-12)
 
 
-def state_step(net: LiftedNetwork, states: list[Tensor], l: int, y=None, cache: dict | None = None,
-               max_backtracks: int = 30) -> float:
+def state_step(
+    net: LiftedNetwork,
+    states: list[Tensor],
+    l: int,
+    y=None,
+    cache: dict | None = None,
+    max_backtracks: int = 30,
+) -> float:
     """One forward-backward step on state block l (all samples at once), in place; returns the step mu.
 
     Bregman/Fenchel: ``x_l <- prox_{mu lambda_l Phi_l}(x_l - mu g)``, g the gradient of the smooth part;
@@ -547,8 +569,9 @@ def free_states(net: LiftedNetwork) -> list[int]:
     return list(range(1, top + 1))
 
 
-def state_sweep(net: LiftedNetwork, states: list[Tensor], y=None, order: str = "top-down",
-                cache: dict | None = None) -> None:
+def state_sweep(
+    net: LiftedNetwork, states: list[Tensor], y=None, order: str = "top-down", cache: dict | None = None
+) -> None:
     """Update every free state block once, in place.
 
     ``order="top-down"`` (last hidden layer first, so the targets reach the states in the first sweep;
@@ -565,11 +588,17 @@ def state_sweep(net: LiftedNetwork, states: list[Tensor], y=None, order: str = "
         state_step(net, states, l, y, cache=cache)
 
 
-def _param_map_norm_sq(layer: LiftedLayer, xs: list[Tensor], cache: dict | None, key, iters: int = 12) -> float:
+def _param_map_norm_sq(
+    layer: LiftedLayer, xs: list[Tensor], cache: dict | None, key, iters: int = 12
+) -> float:
     """||M_X||^2 for the map theta -> z = K_theta(X), linear in theta for affine layers."""
     lin = layer.linear
     mods = list(lin) if isinstance(lin, nn.Sequential) else [lin]
-    if isinstance(mods[-1], nn.Linear) and len(xs) == 1 and all(isinstance(m, _PARAM_FREE_LINEAR) for m in mods[:-1]):
+    if (
+        isinstance(mods[-1], nn.Linear)
+        and len(xs) == 1
+        and all(isinstance(m, _PARAM_FREE_LINEAR) for m in mods[:-1])
+    ):
         # Dense layer, possibly after parameter-free linear maps P (Flatten, AvgPool): ||[P(X); 1]||_2^2 exactly.
         X = xs[0]
         for m in mods[:-1]:
@@ -648,8 +677,14 @@ def block_objective(net: LiftedNetwork, states, layers: Sequence[int], y=None) -
     return sum(layer_objective(net, states, l, y) for l in layers)
 
 
-def weight_step(net: LiftedNetwork, states: list[Tensor], y=None, layers: Sequence[int] | None = None,
-                cache: dict | None = None, max_backtracks: int = 30) -> dict[int, float]:
+def weight_step(
+    net: LiftedNetwork,
+    states: list[Tensor],
+    y=None,
+    layers: Sequence[int] | None = None,
+    cache: dict | None = None,
+    max_backtracks: int = 30,
+) -> dict[int, float]:
     """A gradient step on every weight block (blocks decouple for fixed states), in place.
 
     For a block made of one layer affine in its parameters the step is 1 / (lambda_l ||M_X||^2 / N) with
@@ -676,8 +711,10 @@ def weight_step(net: LiftedNetwork, states: list[Tensor], y=None, layers: Sequen
         if wanted is not None and not wanted.intersection(block_layers):
             continue
         l = block_layers[0]
-        lams = [1.0 if (m == net.depth and net.last == "fixed") else net.penalties[m - 1].weight
-                for m in block_layers]
+        lams = [
+            1.0 if (m == net.depth and net.last == "fixed") else net.penalties[m - 1].weight
+            for m in block_layers
+        ]
         if max(lams) == 0:
             continue
         with torch.enable_grad():

@@ -84,7 +84,12 @@ def convnet(
         c, s = w, s // 2
         if s < 1:
             raise ValueError(f"image_size={image_size} is too small for {len(widths)} pooling stages")
-    layers += [nn.Flatten(), nn.Linear(c * s * s, hidden), activation_module(activation), nn.Linear(hidden, n_classes)]
+    layers += [
+        nn.Flatten(),
+        nn.Linear(c * s * s, hidden),
+        activation_module(activation),
+        nn.Linear(hidden, n_classes),
+    ]
     return nn.Sequential(*layers)
 
 
@@ -128,7 +133,9 @@ class ProximalBlock(nn.Module):
         super().__init__()
         hidden = hidden or dim
         if hidden < dim:
-            raise ValueError(f"ProximalBlock needs hidden >= dim for orthonormal columns, got {hidden} < {dim}")
+            raise ValueError(
+                f"ProximalBlock needs hidden >= dim for orthonormal columns, got {hidden} < {dim}"
+            )
         self.T = nn.utils.parametrizations.orthogonal(nn.Linear(dim, hidden))
         self.act = activation_module(activation)
 

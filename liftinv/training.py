@@ -85,7 +85,9 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device={device!r} is not a valid torch device (expected 'cpu' or 'cuda[:k]')") from exc
+        raise ValueError(
+            f"device={device!r} is not a valid torch device (expected 'cpu' or 'cuda[:k]')"
+        ) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r}: CUDA is not available on this machine (use device='cpu')")
     return dev
@@ -128,7 +130,9 @@ def check_data(model: nn.Module, X: Tensor, Y: Tensor, loss: str, name: str = "t
     Raises ``ValueError`` naming the argument and what was expected.
     """
     if not torch.isfinite(X).all():
-        raise ValueError(f"{name} inputs X contain NaN or inf values (found {(~torch.isfinite(X)).sum()} entries)")
+        raise ValueError(
+            f"{name} inputs X contain NaN or inf values (found {(~torch.isfinite(X)).sum()} entries)"
+        )
     if Y.is_floating_point() and not torch.isfinite(Y).all():
         raise ValueError(f"{name} targets Y contain NaN or inf values")
     was_training = model.training
@@ -200,8 +204,10 @@ def _psnr(model: nn.Module, X: Tensor, Y: Tensor) -> float:
     out = model(X.to(dev)).cpu()
     mse = (out - Y).pow(2).reshape(X.shape[0], -1).mean(1).clamp(min=1e-12)
     peak = Y.reshape(Y.shape[0], -1).abs().amax(1).clamp(min=1e-12) ** 2
-    return float((10 * torch.log10(torch.ones_like(mse) / mse)).mean()) if peak.max() <= 1 + 1e-6 else float(
-        (10 * torch.log10(peak / mse)).mean()
+    return (
+        float((10 * torch.log10(torch.ones_like(mse) / mse)).mean())
+        if peak.max() <= 1 + 1e-6
+        else float((10 * torch.log10(peak / mse)).mean())
     )
 
 
@@ -278,7 +284,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - report any unpickling failure with the path
-        raise ValueError(f"checkpoint {str(path)!r} is not a liftinv checkpoint (torch.save file): {exc}") from None
+        raise ValueError(
+            f"checkpoint {str(path)!r} is not a liftinv checkpoint (torch.save file): {exc}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -421,7 +429,9 @@ def fit(
     metric_name = metric if isinstance(metric, str) else ("custom" if callable(metric) else None)
     metric_name = metric_name or ("psnr" if Y.is_floating_point() else "accuracy")
     wall = history.last.get("wall", 0.0)
-    bar = tqdm(range(start, epochs), desc=method, disable=not progress, leave=False, initial=start, total=epochs)
+    bar = tqdm(
+        range(start, epochs), desc=method, disable=not progress, leave=False, initial=start, total=epochs
+    )
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
@@ -466,8 +476,9 @@ class BackpropTrainer:
 
     optimizer_name = "adam"
 
-    def __init__(self, model, X, Y, *, loss="mse", seed=0, lr=None, batch_size=64, weight_decay=0.0,
-                 momentum=0.9):
+    def __init__(
+        self, model, X, Y, *, loss="mse", seed=0, lr=None, batch_size=64, weight_decay=0.0, momentum=0.9
+    ):
         self.model, self.X, self.loss = model, X, loss
         was_training = model.training
         model.eval()  # probe the output size without touching batch-norm statistics
@@ -478,8 +489,9 @@ class BackpropTrainer:
         self.batch_size = batch_size
         params = [p for p in model.parameters() if p.requires_grad]
         if self.optimizer_name == "sgd":
-            self.opt = torch.optim.SGD(params, lr=0.1 if lr is None else lr, momentum=momentum,
-                                       weight_decay=weight_decay)
+            self.opt = torch.optim.SGD(
+                params, lr=0.1 if lr is None else lr, momentum=momentum, weight_decay=weight_decay
+            )
         else:
             self.opt = torch.optim.Adam(params, lr=1e-3 if lr is None else lr, weight_decay=weight_decay)
 

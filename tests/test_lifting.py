@@ -16,13 +16,30 @@ def _models():
     torch.manual_seed(0)
     return {
         "mlp": (mlp((6, 16, 16, 3)).double(), (20, 6)),
-        "mlp-tanh-sigmoid": (nn.Sequential(nn.Linear(6, 9), nn.Tanh(), nn.Linear(9, 7), nn.Sigmoid(),
-                                           nn.Linear(7, 3)).double(), (20, 6)),
+        "mlp-tanh-sigmoid": (
+            nn.Sequential(
+                nn.Linear(6, 9), nn.Tanh(), nn.Linear(9, 7), nn.Sigmoid(), nn.Linear(7, 3)
+            ).double(),
+            (20, 6),
+        ),
         "conv": (convnet(1, 3, 8, (4, 4), hidden=8).double(), (20, 1, 8, 8)),
-        "resnet": (nn.Sequential(nn.Linear(6, 8), nn.ReLU(), ResidualBlock(8, 12), nn.ReLU(),
-                                 ResidualBlock(8, 6, "tanh"), nn.Linear(8, 3)).double(), (20, 6)),
-        "pnn": (nn.Sequential(nn.Linear(6, 8), ProximalBlock(8, 12), ProximalBlock(8, 12, "tanh"),
-                              nn.Linear(8, 3)).double(), (20, 6)),
+        "resnet": (
+            nn.Sequential(
+                nn.Linear(6, 8),
+                nn.ReLU(),
+                ResidualBlock(8, 12),
+                nn.ReLU(),
+                ResidualBlock(8, 6, "tanh"),
+                nn.Linear(8, 3),
+            ).double(),
+            (20, 6),
+        ),
+        "pnn": (
+            nn.Sequential(
+                nn.Linear(6, 8), ProximalBlock(8, 12), ProximalBlock(8, 12, "tanh"), nn.Linear(8, 3)
+            ).double(),
+            (20, 6),
+        ),
     }
 
 
@@ -44,7 +61,11 @@ def test_objective_equals_nested_loss_at_forward_states(name, loss):
     assert abs(float(parts["objective"] - nested)) <= 1e-6 * abs(float(nested))
     # and the nested loss is the one of the user's model
     out = model(x)
-    ref = 0.5 * (out - y).pow(2).sum(1).mean() if loss == "mse" else nn.functional.cross_entropy(out, y.argmax(1))
+    ref = (
+        0.5 * (out - y).pow(2).sum(1).mean()
+        if loss == "mse"
+        else nn.functional.cross_entropy(out, y.argmax(1))
+    )
     torch.testing.assert_close(nested, ref)
 
 

@@ -22,8 +22,16 @@ def test_backprop_adam_learns_and_records_history():
     X, y = _blobs()
     torch.manual_seed(0)
     model = mlp((2, 16, 3)).double()
-    hist = fit(model, (X, y), method="backprop-adam", epochs=15, lr=0.05, batch_size=32, test=_blobs(60, 1),
-               progress=False)
+    hist = fit(
+        model,
+        (X, y),
+        method="backprop-adam",
+        epochs=15,
+        lr=0.05,
+        batch_size=32,
+        test=_blobs(60, 1),
+        progress=False,
+    )
     assert len(hist) == 15
     assert hist["objective"][-1] < hist["objective"][0]
     assert hist.last["test_accuracy"] >= 0.95
