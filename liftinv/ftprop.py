@@ -66,7 +66,6 @@ from torch.autograd.function import once_differentiable
 
 from liftinv.training import (
     BackpropTrainer,
-    minibatches,
     nested_loss,
     register_method,
     targets_for_loss,
@@ -566,28 +565,11 @@ class FTPropTrainer(BackpropTrainer):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if lr is not None and not lr > 0:
             raise ValueError(f"lr must be positive, got {lr!r}")
-        self.model, self.X, self.loss = model, X, loss
-        was_training = model.training
-        model.eval()  # probe the output width without touching batch-norm statistics
-        with torch.no_grad():
-            n_out = model(X[:1]).shape[1]
-        model.train(was_training)
-        self.T = targets_for_loss(Y, n_out, loss, X.dtype)
-        self.batch_size = batch_size
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.opt = torch.optim.Adam(params, lr=1e-3 if lr is None else lr, weight_decay=weight_decay)
-
-    def run_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
-        """One pass over the data in mini-batches: forward, one backward (FTPROP-mb), Adam step."""
-        total = 0.0
-        for idx in minibatches(self.X.shape[0], self.batch_size, generator):
-            idx = idx.to(self.X.device)
-            self.opt.zero_grad(set_to_none=True)
-            value = nested_loss(self.model(self.X[idx]), self.T[idx], self.loss)
-            value.backward()
-            self.opt.step()
-            total += float(value.detach()) * idx.numel()
-        return {"objective": total / self.X.shape[0]}
+        # With the surrogates set, one epoch is exactly the Adam back-propagation epoch of the parent class:
+        # each hard-threshold unit's backward computes its FTPROP-mb target and per-layer loss gradient.
+        super().__init__(
+            model, X, Y, loss=loss, seed=seed, lr=lr, batch_size=batch_size, weight_decay=weight_decay
+        )
 
 
 @register_method("ftprop-softhinge")
