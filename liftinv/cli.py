@@ -36,6 +36,16 @@ class CLIError(Exception):
     """An error the CLI reports as one line (no traceback)."""
 
 
+def _one_line_errors(parser: argparse.ArgumentParser, name: str) -> None:
+    """Make argparse report bad arguments of a sub-command as one line (no usage block), exit status 2."""
+
+    def error(message: str) -> None:
+        print(f"liftinv {name}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    parser.error = error  # type: ignore[method-assign]
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liftinv",
@@ -48,7 +58,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     for name, (module, help_) in COMMANDS.items():
         if name == wanted:
             mod = importlib.import_module(f"liftinv.commands.{module}")
-            mod.add_parser(sub, name, help_)
+            _one_line_errors(mod.add_parser(sub, name, help_), name)
         else:
             sub.add_parser(name, help=help_, add_help=False)
     return parser

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from typing import Any
 
@@ -49,12 +48,6 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-    def one_line_error(message: str) -> None:
-        print(f"liftinv {name}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-    p.error = one_line_error  # type: ignore[method-assign]
     return p
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import tempfile
 from typing import Any
 
@@ -109,12 +108,6 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     )
     parser.add_argument("--out", default="inversion.png", help="output figure (png, pdf, svg); '' for none")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-    def one_line_error(message: str) -> None:
-        print(f"liftinv {name}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-    parser.error = one_line_error  # type: ignore[method-assign]
     return parser
 
 

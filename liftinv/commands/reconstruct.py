@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from typing import Any
 
@@ -66,13 +65,6 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
         "--model", default=None, metavar="PATH", help="trained model for liftinv.unrolled.load_model"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-    def one_line_error(message: str) -> None:
-        # argparse would print the usage too; the CLI reports bad input as a single line.
-        print(f"liftinv {name}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-    parser.error = one_line_error  # type: ignore[method-assign]
     return parser
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from typing import Any
 
@@ -52,12 +51,6 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-    def one_line_error(message: str) -> None:
-        print(f"liftinv {name}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-    p.error = one_line_error  # type: ignore[method-assign]
     return p
 
 
