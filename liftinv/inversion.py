@@ -768,6 +768,11 @@ class _InputStep:
 _PATIENCE = 5
 
 
+def _half_sq_dist(a: Tensor, b: Tensor) -> Tensor:
+    """Per-sample data term ``1/2 ||a - b||^2`` (batched ``[B, ...]``), shape ``[B]``."""
+    return 0.5 * (a - b).reshape(a.shape[0], -1).pow(2).sum(1)
+
+
 def _rel_change(pairs: Sequence[tuple[Tensor, Tensor]]) -> float:
     """max over pairs and samples of ||new - old|| / max(||old||, 1e-12) (one host synchronisation)."""
     vals = []
@@ -787,6 +792,74 @@ def _log(hist: dict[str, list[float]], **vals):
         raise FloatingPointError(
             f"inversion diverged: non-finite objective at iteration {vals.get('iteration')}"
         )
+
+
+def _record(
+    ctx: _Context,
+    hist: dict[str, list[float]],
+    it: int,
+    t: float,
+    u: Tensor,
+    data: Tensor,
+    out: Tensor | None = None,
+    penalty: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Log the batch means of one iterate's terms; return its per-sample objective and residual.
+
+    ``data`` is the per-sample data term at ``u`` (``out = N(u)`` when already known), ``penalty`` the
+    lifted Bregman penalties (lifted method only); the objective is ``data (+ penalty) + alpha J(u)``.
+    """
+    with torch.no_grad():
+        reg = ctx.reg_value(u)
+        res = ctx.residual(u, out)
+        obj = data + reg if penalty is None else data + penalty + reg
+    terms = {"data": data.mean()}
+    if penalty is not None:
+        terms["penalty"] = penalty.mean()
+    _log(
+        hist, iteration=it, objective=obj.mean(), **terms, regulariser=reg.mean(), residual=res.mean(), time=t
+    )
+    return obj, res
+
+
+def _start_clock(ctx: _Context, desc: str):
+    """Progress bar and start time of the iterations (after a CUDA synchronisation)."""
+    bar = ctx.bar(desc)
+    ctx.sync()
+    return bar, time.perf_counter()
+
+
+def _stop_clock(ctx: _Context, bar, t0: float) -> float:
+    """Wall time since ``t0`` (CUDA synchronised); closes the progress bar."""
+    ctx.sync()
+    elapsed = time.perf_counter() - t0
+    bar.close()
+    return elapsed
+
+
+def _end_iteration(
+    ctx: _Context, bar, hist: dict[str, list[float]], logged: bool, change: float, calm: int, diverged: str
+) -> int:
+    """Close one iteration: progress display, divergence check and the count of the stopping rule.
+
+    Returns the number of consecutive iterations whose relative change is below ``ctx.tol`` (the caller
+    stops once it reaches ``_PATIENCE``); raises ``FloatingPointError(diverged)`` for a non-finite change.
+    """
+    if logged and ctx.progress:
+        bar.set_postfix(objective=f"{hist['objective'][-1]:.4g}", residual=f"{hist['residual'][-1]:.2e}")
+    bar.update(1)
+    if not math.isfinite(change):
+        bar.close()
+        raise FloatingPointError(diverged)
+    return calm + 1 if change < ctx.tol else 0
+
+
+def _adam_step(opt: torch.optim.Adam, x: Tensor, grad: Tensor, box) -> None:
+    """One Adam step on the leaf ``x`` with the gradient ``grad``, then the projection onto the box."""
+    with torch.no_grad():
+        x.grad = grad
+        opt.step()
+        x.copy_(_clamp(x, box))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -843,10 +916,7 @@ class _AdamInputStep:
         with torch.enable_grad():
             r = self.ctx.reg_value(self.x, self.eps).sum()
             gr = torch.autograd.grad(r, self.x)[0] if r.requires_grad else torch.zeros_like(g)
-        with torch.no_grad():
-            self.x.grad = g + gr
-            self.opt.step()
-            self.x.copy_(_clamp(self.x, self.ctx.box))
+        _adam_step(self.opt, self.x, g + gr, self.ctx.box)
         return self.x.detach().clone()
 
 
@@ -904,28 +974,13 @@ def _invert_lifted(
     def record(it, t):
         with torch.no_grad():
             parts = _lifted_parts(net, states, target)
-            reg = ctx.reg_value(states[0])
-            res = ctx.residual(states[0])
-        obj = parts["data"] + parts["penalty"] + reg
-        _log(
-            hist,
-            iteration=it,
-            objective=obj.mean(),
-            data=parts["data"].mean(),
-            penalty=parts["penalty"].mean(),
-            regulariser=reg.mean(),
-            residual=res.mean(),
-            time=t,
-        )
-        return obj, parts, reg, res
+        return _record(ctx, hist, it, t, states[0], parts["data"], penalty=parts["penalty"])
 
     hist: dict[str, list[float]] = {}
     converged = False
     it = 0
     record(0, 0.0)
-    bar = ctx.bar(f"lifted ({coupling})")
-    ctx.sync()
-    t0 = time.perf_counter()
+    bar, t0 = _start_clock(ctx, f"lifted ({coupling})")
     calm = 0
     for it in range(1, ctx.max_iter + 1):
         before = list(states)  # state updates replace tensors, so these references keep the old values
@@ -935,25 +990,17 @@ def _invert_lifted(
             un = stepper.step(states[0], g)
             states[0] = un
             change = _rel_change([(states[l], before[l]) for l in range(L + 1)]) if ctx.tol > 0 else 1.0
-        if it % ctx.log_every == 0 and it < ctx.max_iter:
+        logged = it % ctx.log_every == 0 and it < ctx.max_iter
+        if logged:
             record(it, time.perf_counter() - t0)
-            if ctx.progress:
-                bar.set_postfix(
-                    objective=f"{hist['objective'][-1]:.4g}", residual=f"{hist['residual'][-1]:.2e}"
-                )
-        bar.update(1)
-        if not math.isfinite(change):
-            bar.close()
-            raise FloatingPointError(f"lifted inversion diverged at iteration {it} (non-finite input)")
-        calm = calm + 1 if change < ctx.tol else 0
+        diverged = f"lifted inversion diverged at iteration {it} (non-finite input)"
+        calm = _end_iteration(ctx, bar, hist, logged, change, calm, diverged)
         if calm >= _PATIENCE:
             converged = True
             break
-    ctx.sync()
-    elapsed = time.perf_counter() - t0
-    bar.close()
+    elapsed = _stop_clock(ctx, bar, t0)
     sweep()  # states consistent with the final input
-    objective, _, _, residual = record(it, elapsed)
+    objective, residual = record(it, elapsed)
     zs.cache.clear()
     info = {
         "coupling": coupling,
@@ -989,8 +1036,7 @@ def _lifted_parts(net: LiftedNetwork, states, y) -> dict[str, Tensor]:
         z = net.preactivation(l, states)
         p = net.penalties[l - 1]
         pen = pen + p.weight * p.value(states[l], z)
-    data = 0.5 * (states[L] - y).reshape(n, -1).pow(2).sum(1)
-    return {"data": data, "penalty": pen}
+    return {"data": _half_sq_dist(states[L], y), "penalty": pen}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -998,12 +1044,8 @@ def _lifted_parts(net: LiftedNetwork, states, y) -> dict[str, Tensor]:
 # ---------------------------------------------------------------------------------------------------------
 def _invert_gradient(ctx: _Context, u: Tensor, solver: str, lr: float, tv_eps: float) -> InversionResult:
     model, f = ctx.model, ctx.f
-    n = f.shape[0]
     hist: dict[str, list[float]] = {}
     info: dict[str, Any] = {"solver": solver, "regulariser": ctx.regulariser}
-
-    def data_term(out):
-        return 0.5 * (out - f).reshape(n, -1).pow(2).sum(1)
 
     eps = tv_eps if solver in ("adam", "lbfgs") else 0.0
     if solver == "pdhg":
@@ -1031,18 +1073,16 @@ def _invert_gradient(ctx: _Context, u: Tensor, solver: str, lr: float, tv_eps: f
 
     def smooth_loss():
         out = model(x)
-        d = data_term(out)
+        d = _half_sq_dist(out, f)
         r = ctx.reg_value(x, eps) if solver != "pdhg" else torch.zeros_like(d)
         return out, d, r
 
     converged = False
     it = 0
-    bar = ctx.bar(f"gradient ({solver})")
-    ctx.sync()
-    t0 = time.perf_counter()
+    bar, t0 = _start_clock(ctx, f"gradient ({solver})")
     calm = 0
     for it in range(1, ctx.max_iter + 1):
-        log = it % ctx.log_every == 0 or it == ctx.max_iter
+        logged = it % ctx.log_every == 0 or it == ctx.max_iter
         old = x.detach().clone()
         with torch.enable_grad():
             if solver == "lbfgs":
@@ -1069,24 +1109,11 @@ def _invert_gradient(ctx: _Context, u: Tensor, solver: str, lr: float, tv_eps: f
                     if dsum > bound + 1e-9 * abs(d0):
                         lip *= 2.0
                         stepper.set_lipschitz(lip)
-        if log:
-            with torch.no_grad():
-                reg = ctx.reg_value(old)
-                res = ctx.residual(old, out.detach())
-            _log(
-                hist,
-                iteration=it - 1,
-                objective=(d.detach() + reg).mean(),
-                data=d.detach().mean(),
-                regulariser=reg.mean(),
-                residual=res.mean(),
-                time=time.perf_counter() - t0,
-            )
+        if logged:
+            _record(ctx, hist, it - 1, time.perf_counter() - t0, old, d.detach(), out.detach())
         with torch.no_grad():
             if solver == "adam":
-                x.grad = g
-                opt.step()
-                x.copy_(_clamp(x, ctx.box))
+                _adam_step(opt, x, g, ctx.box)
             elif solver == "lbfgs":
                 x.copy_(_clamp(x, ctx.box))
             else:
@@ -1094,37 +1121,19 @@ def _invert_gradient(ctx: _Context, u: Tensor, solver: str, lr: float, tv_eps: f
                 if adaptive:
                     prev = (dsum, g, x.detach() - old)
             change = _rel_change([(x.detach(), old)]) if ctx.tol > 0 else 1.0
-        if log and ctx.progress:
-            bar.set_postfix(objective=f"{hist['objective'][-1]:.4g}", residual=f"{hist['residual'][-1]:.2e}")
-        bar.update(1)
-        if not math.isfinite(change):
-            bar.close()
-            raise FloatingPointError(f"gradient inversion ({solver}) diverged at iteration {it}")
-        calm = calm + 1 if change < ctx.tol else 0
+        diverged = f"gradient inversion ({solver}) diverged at iteration {it}"
+        calm = _end_iteration(ctx, bar, hist, logged, change, calm, diverged)
         if calm >= _PATIENCE:
             converged = True
             break
-    ctx.sync()
-    elapsed = time.perf_counter() - t0
-    bar.close()
+    elapsed = _stop_clock(ctx, bar, t0)
     u = x.detach()
     if solver == "pdhg":
         info.update(lipschitz=stepper.lip, step=1.0 / stepper.lip)
     with torch.no_grad():
         out = model(u)
-        d = data_term(out)
-        reg = ctx.reg_value(u)
-        objective = d + reg
-        residual = ctx.residual(u, out)
-    _log(
-        hist,
-        iteration=it,
-        objective=objective.mean(),
-        data=d.mean(),
-        regulariser=reg.mean(),
-        residual=residual.mean(),
-        time=elapsed,
-    )
+        d = _half_sq_dist(out, f)
+    objective, residual = _record(ctx, hist, it, elapsed, u, d, out)
     return InversionResult(
         u=u,
         history=hist,

@@ -36,10 +36,15 @@ def _check_seed(seed: Any) -> int | None:
     return seed
 
 
-def _pick_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
+def _choose_generator(seed: int | None, *fallbacks: torch.Generator | None) -> torch.Generator | None:
+    """The CPU generator to draw from (see the module notes on reproducibility).
+
+    A fresh generator seeded with ``seed`` when one is given, else the first of ``fallbacks`` that is not
+    None (a call's ``generator``, then the model's own), else None (torch's global generator).
+    """
     if seed is not None:
         return torch.Generator().manual_seed(_check_seed(seed))
-    return generator
+    return next((g for g in fallbacks if g is not None), None)
 
 
 class GaussianNoise(NoiseModel):
@@ -71,7 +76,7 @@ class GaussianNoise(NoiseModel):
         self.noise_model = _identity  # replaces deepinv's default lambda (unpicklable); forward is overridden
         self.sigma = float(sigma)
         self.seed = _check_seed(seed)
-        self._generator = None if seed is None else torch.Generator().manual_seed(seed)
+        self._generator = _choose_generator(self.seed)
 
     def forward(
         self, y: Tensor, seed: int | None = None, generator: torch.Generator | None = None, **kwargs: Any
@@ -94,7 +99,7 @@ class GaussianNoise(NoiseModel):
         """
         if self.sigma == 0.0:
             return y.clone()
-        gen = _pick_generator(seed, generator if generator is not None else self._generator)
+        gen = _choose_generator(seed, generator, self._generator)
         n = torch.randn(y.shape, generator=gen, dtype=y.dtype)
         return y + self.sigma * n.to(y.device)
 
@@ -142,7 +147,7 @@ class PoissonNoise(NoiseModel):
         self.gain = float(gain)
         self.seed = _check_seed(seed)
         self.clip_negative = bool(clip_negative)
-        self._generator = None if seed is None else torch.Generator().manual_seed(seed)
+        self._generator = _choose_generator(self.seed)
 
     def forward(
         self, y: Tensor, seed: int | None = None, generator: torch.Generator | None = None, **kwargs: Any
@@ -168,7 +173,7 @@ class PoissonNoise(NoiseModel):
             rates = rates.clamp_min(0.0)
         elif bool((rates < 0).any()):
             raise ValueError("PoissonNoise: y must be non-negative (or pass clip_negative=True)")
-        gen = _pick_generator(seed, generator if generator is not None else self._generator)
+        gen = _choose_generator(seed, generator, self._generator)
         counts = torch.poisson(rates, generator=gen)
         return (counts * self.gain).to(device=y.device, dtype=y.dtype)
 

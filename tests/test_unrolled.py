@@ -93,7 +93,7 @@ def test_each_layer_is_a_proximal_map_of_its_preactivation(arch, generator):
             assert bool((other >= base - 1e-12).all())
         # Bregman penalty: 0 at u = sigma(z), >= 1/2 ||x - sigma(z)||^2 elsewhere
         pen = lifted.penalties[l - 1]
-        assert float(pen.value(u, z).abs().max()) < 1e-10
+        assert float(pen.value(u, z).abs().max().detach()) < 1e-10
         x = act(z + 0.1 * torch.randn(z.shape, generator=generator, dtype=z.dtype))
         assert bool((pen.value(x, z) >= 0.5 * (x - u).pow(2).flatten(1).sum(1) - 1e-10).all())
 
@@ -132,10 +132,10 @@ def test_state_sweep_never_increases_the_lifted_objective(generator):
     y, x = (t.double() for t in data.train)
     trainer = UnrolledLiftedTrainer(net, y, x, penalty="bregman", scheme="isgm")
     states = trainer.net.init_states(y, x)
-    values = [float(trainer.net.objective(states, x)["objective"])]
+    values = [float(trainer.net.objective(states, x)["objective"].detach())]
     for _ in range(5):
         trainer.state_sweep(states, x)
-        values.append(float(trainer.net.objective(states, x)["objective"]))
+        values.append(float(trainer.net.objective(states, x)["objective"].detach()))
     assert all(b <= a + 1e-10 for a, b in zip(values, values[1:]))
     assert values[-1] < values[0]  # the targets reach the states (top-down sweep)
 
