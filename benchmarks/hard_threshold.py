@@ -3,7 +3,11 @@
 Friesen & Domingos, *Deep Learning as a Mixed Convex-Combinatorial Optimization Problem*, ICLR 2018.
 Networks (same shapes for every row, only the hidden activation and the training method change):
 
-* ``mlp``: 64-128-128-10 (784-... on MNIST, 3072-256-256-10 on CIFAR-10);
+* ``mlp``: 64-128-128-10 (784-... on MNIST, 3072-256-256-10 on CIFAR-10), ``Linear -> act`` per hidden
+  layer (:func:`liftinv.models.mlp`);
+* ``mlp-bn`` (not in the default run, ``--archs mlp-bn``): the same widths with batch-norm before every
+  hidden activation, ``Linear -> BN -> act`` (:func:`liftinv.ftprop.mlp_bn`; how BinaryNet-style sign MLPs
+  and the paper's deeper networks normalise the pre-activations before the threshold);
 * ``convnet4``: four 3x3 convolutions, each followed by batch-norm and the activation, with 2x2
   max-pooling of the pre-activations of every second one, then a linear classifier
   (:func:`liftinv.ftprop.convnet4`; widths 16/32 on 8x8 digits, 32/64 on MNIST and CIFAR-10), the paper's
@@ -11,29 +15,42 @@ Networks (same shapes for every row, only the hidden activation and the training
 
 Rows: sign units and the 2-bit staircase (qReLU, ``clamp(ceil(2z), 0, 3)/3``), each trained by FTPROP-mb
 with the soft hinge (``ftprop-softhinge``), the saturated STE (``sste``) and the STE (``ste``); plus the
-same network with ReLU and clipped ReLU trained by back-propagation (``backprop-adam``). Every row uses
-Adam (lr 3e-3, mini-batches of 64) on MSE to one-hot targets, the same seeds and initial-weight draws
-(lr 3e-3 is the best of 1e-3, 3e-3, 1e-2 for the ReLU reference on both networks; ``--lr``, ``--loss``).
+same network with ReLU and clipped ReLU trained by back-propagation (``backprop-adam``). Adam, mini-batches
+of 64, a fixed number of epochs; every row of a seed starts from the same initial-weight draw.
+
+Selection protocol (the default; the same for every row, the test set is never looked at): 20% of the
+*training* images are held out as a validation split (stratified, ``random_state=0``); every row is trained
+on the other 80% for each setting of a small grid, Adam step size in {1e-3, 3e-3, 1e-2} x last-layer loss
+in {MSE to one-hot, cross-entropy} (``--lrs``, ``--losses``), with ``--select-seeds`` seeds (default 2;
+seeds 1000, 1001, ..., distinct from the reported seeds), and the setting with the best mean validation
+accuracy after the last epoch is kept (ties: the first in grid order). Each row is then retrained with its
+setting on the full training set for the reported seeds 0..4 and evaluated once on the test set: per-method
+tuning on held-out training data, as in the paper's experiments (the authors' code carves its validation
+set out of the training data). ``--no-select`` gives every row the single setting ``--lr`` / ``--loss``
+instead (the previous protocol: lr 3e-3, MSE).
 
 Data: scikit-learn's 8x8 digits (pixels / 16, 30% held out, stratified split with ``random_state=0``);
 MNIST (``--mnist DIR``, IDX files) and CIFAR-10 (``--cifar10 DIR``, python batches) when given, read by
 :func:`liftinv.datasets.load_mnist` / :func:`liftinv.datasets.load_cifar10` (``--subset`` training images,
 default 10000, and the full test set).
 
-Columns: test accuracy after the last epoch (mean +- std over seeds), median wall time per training epoch
-(from :class:`liftinv.training.History`, evaluation excluded), its ratio to the ReLU row's epoch time and
-to the STE row of the same activation (per seed, then averaged). Timing: one torch thread; for every seed
-the rows are interleaved epoch by epoch (each run continues from its checkpoint; ``fit`` resumes exactly),
-so every row sees the same machine load.
+Columns: the selected setting and its validation accuracy, test accuracy after the last epoch (mean +- std
+over seeds), median wall time per training epoch (from :class:`liftinv.training.History`, evaluation
+excluded), its ratio to the ReLU row's epoch time and to the STE row of the same activation (per seed, then
+averaged; rows may use different step sizes, which does not change the cost of an epoch). Timing: one torch
+thread; for every seed the rows are interleaved epoch by epoch (each run continues from its checkpoint;
+``fit`` resumes exactly), so every row sees the same machine load. A second table per network lists the
+mean validation accuracy of every row for every grid setting.
 
-Two small extra tables: the sensitivity of sign units to the step size and the loss (soft hinge vs
-saturated STE, MLP; ``--no-sweep`` skips it), and exact FTPROP (``ftprop-exact``: target search + convex
-per-unit fits) on n-bit parity, which no single perceptron can fit (``--no-exact`` skips it).
+Last table: exact FTPROP (``ftprop-exact``: target search + convex per-unit fits) on n-bit parity, which no
+single perceptron can fit (``--no-exact`` skips it).
 
 Usage::
 
-    .venv/bin/python benchmarks/hard_threshold.py             # 5 seeds, digits (~5-8 min on 2 CPU cores)
-    .venv/bin/python benchmarks/hard_threshold.py --quick     # 2 seeds, few epochs (~1 min)
+    .venv/bin/python benchmarks/hard_threshold.py             # 5 seeds, digits (~5 min on 2 CPU cores)
+    .venv/bin/python benchmarks/hard_threshold.py --quick     # 2 seeds, few epochs, 1 selection seed (~1 min)
+    .venv/bin/python benchmarks/hard_threshold.py --no-select --lr 3e-3 --loss mse   # one shared setting
+    .venv/bin/python benchmarks/hard_threshold.py --archs mlp-bn --no-exact          # batch-norm MLP
     .venv/bin/python benchmarks/hard_threshold.py --mnist ~/data/mnist --cifar10 ~/data/cifar-10-batches-py
     .venv/bin/python benchmarks/hard_threshold.py --json results.json
 
@@ -71,7 +88,12 @@ ROWS = [
     ("ReLU / backprop (full precision)", "relu", "backprop-adam"),
     ("clipped ReLU / backprop (full precision)", "clipped_relu", "backprop-adam"),
 ]
+ARCHS = ("mlp", "mlp-bn", "convnet4")
+DEFAULT_ARCHS = ("mlp", "convnet4")
 LR, BATCH = 3e-3, 64
+LRS, LOSSES = (1e-3, 3e-3, 1e-2), ("mse", "ce")  # the selection grid
+VAL_FRACTION = 0.2  # of the training images, for the selection
+SELECT_SEED0 = 1000  # selection seeds are 1000, 1001, ... (the reported seeds are 0, 1, ...)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -87,6 +109,17 @@ def load_digits_split():
     y = torch.tensor(d.target, dtype=torch.long)
     tr, te = train_test_split(np.arange(len(y)), test_size=0.3, random_state=0, stratify=d.target)
     return (X[tr], y[tr]), (X[te], y[te])
+
+
+def validation_split(train, fraction: float = VAL_FRACTION):
+    """Carve a stratified validation split (``random_state=0``) out of the *training* data."""
+    from sklearn.model_selection import train_test_split
+
+    X, y = train
+    fit_idx, val_idx = train_test_split(
+        np.arange(len(y)), test_size=fraction, random_state=0, stratify=y.numpy()
+    )
+    return (X[fit_idx], y[fit_idx]), (X[val_idx], y[val_idx])
 
 
 def _subset(X, y, n, seed=0):
@@ -108,20 +141,93 @@ def load_local(name: str, directory: str, subset: int | None):
 
 def build(arch: str, activation: str, shape: tuple[int, int, int]):
     """The benchmark network for an input ``shape = (C, H, W)``."""
-    from liftinv.ftprop import convnet4
+    from liftinv.ftprop import convnet4, mlp_bn
     from liftinv.models import mlp
 
     c, h, w = shape
-    if arch == "mlp":
+    if arch in ("mlp", "mlp-bn"):
         hidden = 128 if c == 1 else 256
-        return mlp((c * h * w, hidden, hidden, 10), activation=activation)
+        sizes = (c * h * w, hidden, hidden, 10)
+        return mlp(sizes, activation=activation) if arch == "mlp" else mlp_bn(sizes, activation=activation)
     widths = (16, 32) if h <= 8 else (32, 64)
     return convnet4(activation, in_channels=c, image_size=h, n_classes=10, widths=widths)
+
+
+def _setting(loss: str, lr: float) -> str:
+    return f"{loss} {lr:g}"
+
+
+def _no_eval(model, X, Y) -> float:
+    """Per-epoch metric that skips the evaluation (the runs are scored once, after their last epoch)."""
+    return 0.0
 
 
 # ---------------------------------------------------------------------------------------------------------
 # runs
 # ---------------------------------------------------------------------------------------------------------
+def select_settings(
+    dataset: str,
+    train,
+    arch: str,
+    epochs: int,
+    seeds: list[int],
+    *,
+    lrs=LRS,
+    losses=LOSSES,
+    val_fraction: float = VAL_FRACTION,
+    rows_spec=ROWS,
+    log=print,
+) -> dict[str, dict]:
+    """Per-row choice of (loss, Adam step size) by validation accuracy on a split of the training data.
+
+    Every row is trained on ``1 - val_fraction`` of ``train`` for every grid setting and every seed in
+    ``seeds`` (same initial draw for every row of a seed), for ``epochs`` epochs, and scored once on the
+    validation split after the last epoch. The best mean validation accuracy wins; ties go to the first
+    setting in grid order (``losses`` outer, ``lrs`` inner). The test data are not used.
+    """
+    from liftinv.training import accuracy, fit
+
+    fit_data, (Xv, yv) = validation_split(train, val_fraction)
+    shape = tuple(train[0].shape[1:])
+    grid = [(loss, lr) for loss in losses for lr in lrs]
+    out = {}
+    for label, act, method in rows_spec:
+        scores = {}
+        for loss, lr in grid:
+            accs = []
+            for seed in seeds:
+                torch.manual_seed(seed)
+                net = build(arch, act, shape)
+                fit(
+                    net,
+                    fit_data,
+                    method=method,
+                    epochs=epochs,
+                    loss=loss,
+                    seed=seed,
+                    progress=False,
+                    metric=_no_eval,
+                    lr=lr,
+                    batch_size=BATCH,
+                )
+                accs.append(accuracy(net.eval(), Xv, yv))
+            scores[_setting(loss, lr)] = (float(np.mean(accs)), float(np.std(accs)))
+        best_loss, best_lr = max(grid, key=lambda g: scores[_setting(*g)][0])  # max keeps the first of ties
+        key = _setting(best_loss, best_lr)
+        out[label] = {
+            "loss": best_loss,
+            "lr": best_lr,
+            "val_acc": scores[key][0],
+            "val_std": scores[key][1],
+            "grid": {k: v[0] for k, v in scores.items()},
+        }
+        log(
+            f"  {dataset:7s} {arch:8s} select {label:42s} -> {best_loss} lr {best_lr:g} "
+            f"(validation {100 * scores[key][0]:.2f}%)"
+        )
+    return out
+
+
 def run_table(
     dataset: str,
     train,
@@ -132,19 +238,27 @@ def run_table(
     *,
     lr: float = LR,
     loss: str = "mse",
+    settings: dict[str, dict] | None = None,
     rows_spec=ROWS,
     log=print,
 ) -> list[dict]:
     """Train every row for every seed; return one result dict per row.
 
-    For each seed the rows are interleaved epoch by epoch (every row's run is continued from its
-    checkpoint with :func:`liftinv.training.fit`, which resumes exactly), so all rows see the same machine
-    load; the epoch times are those recorded by ``fit`` (training only).
+    Each row uses its entry of ``settings`` (``{"loss", "lr", ...}`` from :func:`select_settings`) or,
+    without one, the shared ``loss`` and ``lr``. For each seed the rows are interleaved epoch by epoch
+    (every row's run is continued from its checkpoint with :func:`liftinv.training.fit`, which resumes
+    exactly), so all rows see the same machine load; the epoch times are those recorded by ``fit``
+    (training only).
     """
     import tempfile
 
     from liftinv.training import fit
 
+    settings = settings or {}
+    chosen = {
+        r[0]: (settings[r[0]]["loss"], settings[r[0]]["lr"]) if r[0] in settings else (loss, lr)
+        for r in rows_spec
+    }
     shape = tuple(train[0].shape[1:])
     acc = {r[0]: [] for r in rows_spec}
     ep_time = {r[0]: [] for r in rows_spec}
@@ -156,17 +270,19 @@ def run_table(
                 nets[label] = build(arch, act, shape)
             for epoch in range(1, epochs + 1):
                 for i, (label, _, method) in enumerate(rows_spec):
+                    row_loss, row_lr = chosen[label]
                     hists[label] = fit(
                         nets[label],
                         train,
                         test=test if epoch == epochs else None,
                         method=method,
                         epochs=epoch,
-                        loss=loss,
+                        loss=row_loss,
                         seed=seed,
                         progress=False,
                         checkpoint=Path(tmp) / f"{dataset}-{arch}-{seed}-{i}.pt",
-                        lr=lr,
+                        metric=None if epoch == epochs else _no_eval,
+                        lr=row_lr,
                         batch_size=BATCH,
                     )
             for label, _, _ in rows_spec:
@@ -185,6 +301,7 @@ def run_table(
         def ratio(ref, label=label):
             return float(np.mean([a / b for a, b in zip(ep_time[label], ep_time[ref])])) if ref else None
 
+        sel = settings.get(label)
         rows.append(
             {
                 "dataset": dataset,
@@ -194,8 +311,11 @@ def run_table(
                 "method": method,
                 "epochs": epochs,
                 "seeds": len(seeds),
-                "lr": lr,
-                "loss": loss,
+                "lr": chosen[label][1],
+                "loss": chosen[label][0],
+                "selected": sel is not None,
+                "val_acc": sel["val_acc"] if sel else None,
+                "val_grid": sel["grid"] if sel else None,
                 "test_acc_mean": float(np.mean(acc[label])),
                 "test_acc_std": float(np.std(acc[label])),
                 "test_acc": acc[label],
@@ -205,44 +325,6 @@ def run_table(
             }
         )
     return rows
-
-
-def run_sweep(train, test, seeds, epochs, log=print) -> list[dict]:
-    """Sensitivity of sign units: soft hinge vs saturated STE over Adam step sizes and the two losses (MLP)."""
-    rows_spec = [r for r in ROWS if r[1] == "sign" and r[2] in ("ftprop-softhinge", "sste")]
-    out = []
-    for loss in ("mse", "ce"):
-        for lr in (1e-3, 3e-3, 1e-2):
-            rows = run_table(
-                "digits",
-                train,
-                test,
-                "mlp",
-                epochs,
-                seeds,
-                lr=lr,
-                loss=loss,
-                rows_spec=rows_spec,
-                log=lambda s: None,
-            )
-            sh, ss = rows
-            out.append(
-                {
-                    "loss": loss,
-                    "lr": lr,
-                    "softhinge": sh["test_acc_mean"],
-                    "softhinge_std": sh["test_acc_std"],
-                    "sste": ss["test_acc_mean"],
-                    "sste_std": ss["test_acc_std"],
-                    "epochs": epochs,
-                    "seeds": len(seeds),
-                }
-            )
-            log(
-                f"  sweep mlp sign loss={loss} lr={lr:g}: soft hinge {100 * sh['test_acc_mean']:.2f}, "
-                f"SSTE {100 * ss['test_acc_mean']:.2f}"
-            )
-    return out
 
 
 def parity(n: int):
@@ -297,43 +379,54 @@ def run_exact(seeds: list[int], log=print) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------------
 # tables
 # ---------------------------------------------------------------------------------------------------------
-def format_tables(rows: list[dict], exact: list[dict], sweep: list[dict] | None = None) -> str:
+def format_tables(rows: list[dict], exact: list[dict]) -> str:
     """Markdown tables of the results."""
     lines = []
+    names = {"mlp": "MLP", "mlp-bn": "MLP with batch-norm before the activations", "convnet4": "convnet4"}
     for (dataset, arch), group in itertools.groupby(rows, key=lambda r: (r["dataset"], r["arch"])):
         group = list(group)
         g0 = group[0]
-        loss = "MSE to one-hot" if g0["loss"] == "mse" else "cross-entropy"
+        selected = all(r["selected"] for r in group)
+        if selected:
+            how = "per-row (loss, Adam lr) selected on the validation split"
+        else:
+            loss = "MSE to one-hot" if g0["loss"] == "mse" else "cross-entropy"
+            how = f"Adam lr {g0['lr']:g}, {loss} for every row"
         lines += [
-            f"**{dataset}, {arch}** ({g0['epochs']} epochs, {g0['seeds']} seeds; Adam lr {g0['lr']:g}, "
-            f"batch {BATCH}, {loss})",
+            f"**{dataset}, {names.get(arch, arch)}** ({g0['epochs']} epochs, {g0['seeds']} seeds; batch {BATCH}; "
+            f"{how})",
             "",
-            "| activation / training | test accuracy (%) | s / epoch | × ReLU | × STE |",
-            "|---|---|---|---|---|",
+            "| activation / training | selected loss, lr | validation (%) | test accuracy (%) | s / epoch | "
+            "× ReLU | × STE |"
+            if selected
+            else "| activation / training | test accuracy (%) | s / epoch | × ReLU | × STE |",
+            "|---|---|---|---|---|---|---|" if selected else "|---|---|---|---|---|",
         ]
         for r in group:
             ste = f"{r['ratio_ste']:.2f}" if r["ratio_ste"] is not None else "–"
             relu = f"{r['ratio_relu']:.2f}" if r["ratio_relu"] is not None else "–"
+            sel = f"{r['loss']}, {r['lr']:g} | {100 * r['val_acc']:.2f} | " if selected else ""
             lines.append(
-                f"| {r['row']} | {100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_std']:.2f} | "
+                f"| {r['row']} | {sel}{100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_std']:.2f} | "
                 f"{r['epoch_time']:.3f} | {relu} | {ste} |"
             )
         lines.append("")
-    if sweep:
-        s0 = sweep[0]
-        lines += [
-            f"**Sensitivity, digits MLP with sign units** ({s0['epochs']} epochs, {s0['seeds']} seeds): test "
-            "accuracy (%) of the soft hinge and the saturated STE for other Adam step sizes and losses",
-            "",
-            "| loss | lr | FTPROP soft hinge | saturated STE | difference |",
-            "|---|---|---|---|---|",
-        ]
-        for r in sweep:
-            lines.append(
-                f"| {r['loss']} | {r['lr']:g} | {100 * r['softhinge']:.2f} ± {100 * r['softhinge_std']:.2f} | "
-                f"{100 * r['sste']:.2f} ± {100 * r['sste_std']:.2f} | {100 * (r['softhinge'] - r['sste']):+.2f} |"
-            )
-        lines.append("")
+        if selected:
+            settings = list(g0["val_grid"])
+            lines += [
+                f"Validation accuracy (%) of every grid setting (mean over the selection seeds; "
+                f"{dataset}, {names.get(arch, arch)}; **bold** = selected):",
+                "",
+                "| activation / training | " + " | ".join(settings) + " |",
+                "|---|" + "---|" * len(settings),
+            ]
+            for r in group:
+                pick = f"{r['loss']} {r['lr']:g}"
+                cells = [
+                    f"**{100 * v:.2f}**" if k == pick else f"{100 * v:.2f}" for k, v in r["val_grid"].items()
+                ]
+                lines.append(f"| {r['row']} | " + " | ".join(cells) + " |")
+            lines.append("")
     if exact:
         lines += [
             "**Exact FTPROP** (`ftprop-exact`: flip search on the hidden targets + convex per-unit fits; "
@@ -353,26 +446,55 @@ def format_tables(rows: list[dict], exact: list[dict], sweep: list[dict] | None 
     return "\n".join(lines)
 
 
+def _floats(text: str, name: str, parser) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        parser.error(f"{name}: expected comma-separated numbers, got {text!r}")
+    if not values or any(not v > 0 for v in values):
+        parser.error(f"{name}: expected positive numbers, got {text!r}")
+    return values
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Command-line entry point (see the module docstring)."""
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--quick", action="store_true", help="2 seeds and a few epochs (smoke run, ~1 min)")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 2)")
-    p.add_argument("--archs", default="mlp,convnet4", help="comma-separated: mlp, convnet4")
+    p.add_argument("--seeds", type=int, default=None, help="number of reported seeds (default 5, quick 2)")
+    p.add_argument(
+        "--archs",
+        default=",".join(DEFAULT_ARCHS),
+        help=f"comma-separated, from {', '.join(ARCHS)} (default {','.join(DEFAULT_ARCHS)})",
+    )
     p.add_argument("--epochs-mlp", type=int, default=None, help="default 30 (quick 6; MNIST/CIFAR 10)")
     p.add_argument("--epochs-conv", type=int, default=None, help="default 15 (quick 3; MNIST/CIFAR 5)")
-    p.add_argument("--lr", type=float, default=LR, help=f"Adam step size of every row (default {LR:g})")
-    p.add_argument("--loss", choices=("mse", "ce"), default="mse", help="last-layer loss (default mse)")
+    p.add_argument(
+        "--no-select",
+        action="store_true",
+        help="no validation selection: every row uses --lr and --loss",
+    )
+    p.add_argument(
+        "--select-seeds",
+        type=int,
+        default=None,
+        help="seeds per grid setting in the selection (default 2, quick 1)",
+    )
+    p.add_argument("--lrs", default=",".join(f"{v:g}" for v in LRS), help="selection grid of Adam step sizes")
+    p.add_argument("--losses", default=",".join(LOSSES), help="selection grid of losses (mse, ce)")
+    p.add_argument(
+        "--val-fraction", type=float, default=VAL_FRACTION, help="validation share of the training data"
+    )
+    p.add_argument("--lr", type=float, default=LR, help=f"Adam step size with --no-select (default {LR:g})")
+    p.add_argument(
+        "--loss", choices=LOSSES, default="mse", help="last-layer loss with --no-select (default mse)"
+    )
     p.add_argument("--mnist", metavar="DIR", help="MNIST IDX files (liftinv.datasets.load_mnist)")
     p.add_argument("--cifar10", metavar="DIR", help="CIFAR-10 python batches (liftinv.datasets.load_cifar10)")
     p.add_argument("--subset", type=int, default=10000, help="training images used from MNIST/CIFAR-10")
     p.add_argument("--no-digits", action="store_true", help="skip the 8x8 digits tables")
     p.add_argument("--no-exact", action="store_true", help="skip the exact-FTPROP parity table")
-    p.add_argument(
-        "--no-sweep", action="store_true", help="skip the sign soft-hinge vs SSTE sensitivity table (MLP)"
-    )
     p.add_argument("--json", metavar="PATH", help="write all results as JSON")
     p.add_argument(
         "--md",
@@ -386,23 +508,33 @@ def main(argv: list[str] | None = None) -> dict:
     n_seeds = args.seeds or (2 if args.quick else 5)
     if n_seeds < 1:
         p.error(f"--seeds must be >= 1, got {n_seeds}")
+    n_select = args.select_seeds or (1 if args.quick else 2)
+    if n_select < 1:
+        p.error(f"--select-seeds must be >= 1, got {n_select}")
     if not args.lr > 0:
         p.error(f"--lr must be positive, got {args.lr}")
+    if not 0 < args.val_fraction < 1:
+        p.error(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
+    lrs = _floats(args.lrs, "--lrs", p)
+    losses = tuple(v.strip() for v in args.losses.split(",") if v.strip())
+    if not losses or any(v not in LOSSES for v in losses):
+        p.error(f"--losses: expected a comma-separated subset of mse, ce, got {args.losses!r}")
     seeds = list(range(n_seeds))
+    select_seeds = [SELECT_SEED0 + i for i in range(n_select)]
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     for a in archs:
-        if a not in ("mlp", "convnet4"):
-            p.error(f"--archs: unknown architecture {a!r} (expected mlp, convnet4)")
+        if a not in ARCHS:
+            p.error(f"--archs: unknown architecture {a!r} (expected {', '.join(ARCHS)})")
 
     def epochs_for(arch, big):
-        given = args.epochs_mlp if arch == "mlp" else args.epochs_conv
+        given = args.epochs_mlp if arch != "convnet4" else args.epochs_conv
         if given is not None:
             return given
         if args.quick:
-            return 6 if arch == "mlp" else 3
+            return 6 if arch != "convnet4" else 3
         if big:
-            return 10 if arch == "mlp" else 5
-        return 30 if arch == "mlp" else 15
+            return 10 if arch != "convnet4" else 5
+        return 30 if arch != "convnet4" else 15
 
     data = []
     if not args.no_digits:
@@ -417,37 +549,72 @@ def main(argv: list[str] | None = None) -> dict:
         print(s, flush=True)
 
     t_start = time.perf_counter()
-    rows = []
+    rows, timings = [], {}
     for name, train, test, big in data:
         for arch in archs:
-            log(f"{name} / {arch}: {len(train[0])} train, {len(test[0])} test images")
+            epochs = epochs_for(arch, big)
+            log(f"{name} / {arch}: {len(train[0])} train, {len(test[0])} test images, {epochs} epochs")
+            t0 = time.perf_counter()
+            settings = None
+            if not args.no_select:
+                settings = select_settings(
+                    name,
+                    train,
+                    arch,
+                    epochs,
+                    select_seeds,
+                    lrs=lrs,
+                    losses=losses,
+                    val_fraction=args.val_fraction,
+                    log=log,
+                )
+            t1 = time.perf_counter()
             rows += run_table(
-                name, train, test, arch, epochs_for(arch, big), seeds, lr=args.lr, loss=args.loss, log=log
+                name, train, test, arch, epochs, seeds, lr=args.lr, loss=args.loss, settings=settings, log=log
             )
-    sweep = []
-    if not (args.no_sweep or args.quick or args.no_digits or "mlp" not in archs):
-        train, test = load_digits_split()
-        sweep = run_sweep(train, test, seeds, epochs_for("mlp", False), log=log)
+            timings[f"{name}/{arch}"] = {"selection": t1 - t0, "final": time.perf_counter() - t1}
     exact = (
         [] if args.no_exact else run_exact([0, 1] if args.quick else list(range(max(n_seeds, 5))), log=log)
     )
     total = time.perf_counter() - t_start
 
-    table = format_tables(rows, exact, sweep)
+    table = format_tables(rows, exact)
     command = " ".join(argv if argv is not None else sys.argv[1:])
+    if args.no_select:
+        protocol = f"one shared setting for every row (Adam lr {args.lr:g}, {args.loss})"
+    else:
+        protocol = (
+            f"per-row selection of (loss, Adam lr) over losses {{{', '.join(losses)}}} x lr "
+            f"{{{', '.join(f'{v:g}' for v in lrs)}}} by mean validation accuracy "
+            f"({len(select_seeds)} selection seeds {', '.join(map(str, select_seeds))}) on a stratified "
+            f"{100 * args.val_fraction:g}% validation split of the training images (random_state=0), "
+            f"trained on the other {100 * (1 - args.val_fraction):g}%; ties to the first setting in grid "
+            "order; then every row is retrained with its setting on the full training set for the "
+            f"reported seeds {', '.join(map(str, seeds))} and evaluated once on the test set (the test set "
+            "is used for nothing else)"
+        )
     header = (
         "Hard-threshold networks (FTPROP, Friesen & Domingos 2018). "
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, 1 thread; "
         f"total {total / 60:.1f} min. Command: `python benchmarks/hard_threshold.py {command}`".rstrip()
-        + "\n"
+        + "\n\n"
+        + f"Protocol: {protocol}.\n"
     )
     print()
     print(header)
     print(table)
     result = {
         "rows": rows,
-        "sweep": sweep,
         "exact": exact,
+        "protocol": {
+            "select": not args.no_select,
+            "lrs": list(lrs),
+            "losses": list(losses),
+            "select_seeds": select_seeds,
+            "val_fraction": args.val_fraction,
+            "seeds": seeds,
+        },
+        "seconds": timings,
         "total_seconds": total,
         "batch_size": BATCH,
         "torch": torch.__version__,

@@ -81,6 +81,7 @@ __all__ = [
     "hard_threshold_modules",
     "set_surrogate",
     "convnet4",
+    "mlp_bn",
     "FTPropTrainer",
     "FTPropSoftHinge",
     "FTPropHinge",
@@ -506,6 +507,59 @@ def convnet4(
             layers.append(activation_module(activation))
             c = w
     layers += [nn.Flatten(), nn.Linear(c * (image_size // 4) ** 2, n_classes)]
+    return nn.Sequential(*layers)
+
+
+def mlp_bn(
+    sizes: list[int] | tuple[int, ...], activation: str = "sign", flatten: bool = True
+) -> nn.Sequential:
+    """MLP with batch-norm before every hidden activation: ``(Linear-BN-act)* Linear``.
+
+    ``Linear(bias=False) -> BatchNorm1d -> act`` per hidden layer, then a plain ``Linear`` output layer.
+    This is how hard-threshold MLPs are usually built (Hubara et al. 2016, BinaryNet, where the saturated
+    STE comes from), and how Friesen & Domingos (ICLR 2018) place batch-norm in their deeper networks (the
+    ConvNet8 and AlexNet of their code: ``Conv/Linear(bias=False) -> BN -> [pool] -> threshold``, the
+    fully-connected layers included). The reason is the same for every surrogate: ``sign(z)`` does not
+    depend on the scale of ``z`` but the backward windows do (soft hinge ``1 - tanh(z)^2``, saturated STE
+    ``1{|z| <= 1}``), so without normalisation the width of the window relative to the pre-activations is
+    set by weight norms that training is free to change. With ``activation="relu"`` it is the
+    full-precision reference of the same shape.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths, input first, e.g. ``(64, 128, 128, 10)``.
+    activation : str
+        Hidden activation name (:func:`liftinv.models.activation_module`: ``"sign"``, ``"qrelu2"``,
+        ``"relu"``, ...).
+    flatten : bool
+        Start with ``nn.Flatten()`` so image tensors can be fed directly.
+
+    Returns
+    -------
+    nn.Sequential
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = mlp_bn((64, 32, 10))
+    >>> [type(m).__name__ for m in net]
+    ['Flatten', 'Linear', 'BatchNorm1d', 'Sign', 'Linear']
+    >>> net(torch.zeros(3, 1, 8, 8)).shape
+    torch.Size([3, 10])
+    """
+    from liftinv.models import activation_module
+
+    if len(sizes) < 2 or any(int(s) <= 0 for s in sizes):
+        raise ValueError(f"sizes must list at least two positive widths, got {sizes}")
+    layers: list[nn.Module] = [nn.Flatten()] if flatten else []
+    for i in range(len(sizes) - 2):
+        layers += [
+            nn.Linear(int(sizes[i]), int(sizes[i + 1]), bias=False),
+            nn.BatchNorm1d(int(sizes[i + 1])),
+            activation_module(activation),
+        ]
+    layers.append(nn.Linear(int(sizes[-2]), int(sizes[-1])))
     return nn.Sequential(*layers)
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 import liftinv.ftprop as ftprop
 from liftinv.activations import NotProximalError, from_module, get_activation
-from liftinv.ftprop import SURROGATES, Sign, Staircase, convnet4, set_surrogate, sign, staircase
+from liftinv.ftprop import SURROGATES, Sign, Staircase, convnet4, mlp_bn, set_surrogate, sign, staircase
 from liftinv.models import activation_module, convnet, mlp
 from liftinv.training import accuracy, fit
 
@@ -301,31 +301,64 @@ def digits():
     return (X[tr], y[tr]), (X[te], y[te])
 
 
-@pytest.mark.slow
-def test_digits_mlp_accuracy_floors(digits):
-    """MLP 64-128-128-10, seed 0, 20 epochs of Adam (lr 3e-3, batch 64), MSE to one-hot.
+#: per-row (loss, Adam step size): one shared setting (the benchmark's ``--no-select``), and the settings the
+#: benchmark's validation selection picks for the MLP (20% of the training images held out; never the test
+#: set; benchmarks/results/hard_threshold.md)
+SHARED = {row: ("mse", 3e-3) for row in ("sign-ftprop", "sign-sste", "qrelu2-ftprop", "relu")}
+SELECTED = {
+    "sign-ftprop": ("ce", 1e-2),
+    "sign-sste": ("ce", 1e-2),
+    "qrelu2-ftprop": ("mse", 1e-2),
+    "relu": ("mse", 3e-3),
+}
 
-    Measured on this split (seed 0): sign/soft hinge 95.93%, sign/SSTE 95.19%, qReLU-2/soft hinge 97.96%,
-    ReLU 98.52%. Floors: ReLU >= 97%; sign/soft hinge >= 93% and not worse than SSTE by more than one
-    point; 2-bit staircase with soft hinge >= 96% and within 3 points of full-precision ReLU.
+
+@pytest.mark.slow
+@pytest.mark.parametrize("settings,epochs", [(SHARED, 20), (SELECTED, 30)], ids=["shared", "selected"])
+def test_digits_mlp_accuracy_floors(digits, settings, epochs):
+    """MLP 64-128-128-10, seed 0, Adam (batch 64), per-row (loss, lr) as in the benchmark.
+
+    Measured on this split (seed 0). Shared setting (MSE, lr 3e-3, 20 epochs): sign/soft hinge 95.93%,
+    sign/SSTE 95.19%, qReLU-2/soft hinge 97.96%, ReLU 98.52%. Selected settings (30 epochs, the benchmark's
+    seed-0 run): 97.59%, 96.67%, 98.33%, 98.89%. Floors: ReLU >= 97%; sign/soft hinge >= 93% and not worse
+    than SSTE by more than one point; 2-bit staircase with soft hinge >= 96% and within 3 points of
+    full-precision ReLU.
     """
     train, test = digits
     acc = {}
-    for act, method in [
-        ("sign", "ftprop-softhinge"),
-        ("sign", "sste"),
-        ("qrelu2", "ftprop-softhinge"),
-        ("relu", "backprop-adam"),
+    for row, act, method in [
+        ("sign-ftprop", "sign", "ftprop-softhinge"),
+        ("sign-sste", "sign", "sste"),
+        ("qrelu2-ftprop", "qrelu2", "ftprop-softhinge"),
+        ("relu", "relu", "backprop-adam"),
     ]:
+        loss, lr = settings[row]
         torch.manual_seed(0)
         net = mlp((64, 128, 128, 10), activation=act)
-        h = fit(net, train, test=test, method=method, epochs=20, seed=0, progress=False, lr=3e-3)
-        acc[act, method] = h.last["test_accuracy"]
-    assert acc["relu", "backprop-adam"] >= 0.97, acc
-    assert acc["sign", "ftprop-softhinge"] >= 0.93, acc
-    assert acc["sign", "ftprop-softhinge"] >= acc["sign", "sste"] - 0.01, acc
-    assert acc["qrelu2", "ftprop-softhinge"] >= 0.96, acc
-    assert acc["qrelu2", "ftprop-softhinge"] >= acc["relu", "backprop-adam"] - 0.03, acc
+        h = fit(net, train, test=test, method=method, epochs=epochs, loss=loss, seed=0, progress=False, lr=lr)
+        acc[row] = h.last["test_accuracy"]
+    assert acc["relu"] >= 0.97, acc
+    assert acc["sign-ftprop"] >= 0.93, acc
+    assert acc["sign-ftprop"] >= acc["sign-sste"] - 0.01, acc
+    assert acc["qrelu2-ftprop"] >= 0.96, acc
+    assert acc["qrelu2-ftprop"] >= acc["relu"] - 0.03, acc
+
+
+def test_mlp_bn_normalises_before_every_threshold():
+    net = mlp_bn((64, 16, 8, 10), activation="sign")
+    names = [type(m).__name__ for m in net]
+    assert names == ["Flatten", "Linear", "BatchNorm1d", "Sign", "Linear", "BatchNorm1d", "Sign", "Linear"]
+    assert net[1].bias is None and net[4].bias is None and net[-1].bias is not None
+    X, y = torch.rand(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    z = net[:3](X)  # training mode, fresh affine: every unit's pre-activation is standardised over the batch
+    assert torch.allclose(z.mean(0), torch.zeros(16), atol=1e-5)
+    assert torch.allclose(z.var(0, unbiased=False), torch.ones(16), atol=1e-3)
+    h = fit(net, (X, y), method="sste", epochs=2, progress=False, batch_size=16, lr=1e-2)
+    assert net[3].surrogate == net[6].surrogate == "truncated_hinge"
+    assert len(h) == 2 and np.isfinite(h["objective"]).all()
+    assert isinstance(mlp_bn((4, 3, 2), activation="relu", flatten=False)[2], nn.ReLU)
+    with pytest.raises(ValueError, match="sizes"):
+        mlp_bn((64,))
 
 
 # ---------------------------------------------------------------------------------------------------------
