@@ -198,6 +198,19 @@ def _n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def tuned_tv(data, tv_iter: int = 300) -> tuple[float, torch.Tensor]:
+    """TV reconstruction of the test measurements with alpha chosen on 32 *training* patches over
+    :data:`TV_ALPHAS` (never on the test crops); returns ``(alpha, x_tv)``."""
+    from liftinv.operators import reconstruct as classical
+
+    def tv(y, a):
+        return classical(y, data.operator, "tv", alpha=a, max_iter=tv_iter, progress=False).x
+
+    y_val, x_val = data.train[0][:32], data.train[1][:32]
+    best = max(TV_ALPHAS, key=lambda a: float(psnr_per_image(tv(y_val, a), x_val).mean()))
+    return best, tv(data.test[0], best)
+
+
 def run_task(task: str, args, device: torch.device) -> dict:
     from liftinv.operators import reconstruct as classical
 
@@ -234,21 +247,8 @@ def run_task(task: str, args, device: torch.device) -> dict:
 
     with torch.no_grad():
         add("pinv", classical(y_test, data.operator, "pinv").x)
-    # TV: alpha tuned on training patches (not on the test crops)
-    y_val, x_val = data.train[0][:32], data.train[1][:32]
-    best = max(
-        TV_ALPHAS,
-        key=lambda a: float(
-            psnr_per_image(
-                classical(y_val, data.operator, "tv", alpha=a, max_iter=args.tv_iter, progress=False).x, x_val
-            ).mean()
-        ),
-    )
-    add(
-        "TV",
-        classical(y_test, data.operator, "tv", alpha=best, max_iter=args.tv_iter, progress=False).x,
-        extra={"alpha": best},
-    )
+    best, x_tv = tuned_tv(data, args.tv_iter)
+    add("TV", x_tv, extra={"alpha": best})
 
     arch_kw = dict(tk.arch_kwargs["proxgrad"])
     arch_kw.update(iterations=args.iterations)

@@ -375,7 +375,10 @@ def fit(
     epochs : int
         Number of epochs (full passes over ``train``).
     loss : {"mse", "ce"}
-        Last-layer loss (MSE to one-hot targets was the better choice for every method in our measurements).
+        Last-layer loss: squared error to one-hot targets or cross-entropy. Which is better depends on the
+        network and the trainer (the sign networks of ``benchmarks/hard_threshold.py`` chose cross-entropy on
+        a validation split, the ReLU ones MSE for the MLP and cross-entropy for the convnet); choose it on
+        validation data.
     metric : "accuracy", "psnr" or callable(model, X, Y)
         Metric recorded per epoch on train and test data.
     seed : int

@@ -508,6 +508,24 @@ def _check_kernel(kernel_size):
         raise ValueError(f"kernel_size must be an odd positive int, got {kernel_size!r}")
 
 
+def _overcomplete_init(basis: Tensor, channels: int, spread: float = 0.5) -> Tensor:
+    """A ``channels x n`` matrix with orthonormal columns whose first ``n`` rows stay close to ``basis``.
+
+    ``Q = M (M^T M)^{-1/2}`` (the polar factor: the nearest matrix with orthonormal columns) of
+    ``M = [basis; spread * G]``, ``G`` a fixed-seed Gaussian ``(channels - n) x n`` block with entries of
+    variance ``1/n``. Why not zero rows: a zero filter ``h_c`` is a stationary point of training (its channel
+    carries ``S(0) = 0`` and every gradient with respect to it vanishes, and so does the Riemannian gradient of
+    the orthogonal parametrisation), so padding an orthogonal basis with zero rows leaves the extra channels of
+    an overcomplete frame dead forever. A local generator keeps the global random stream untouched.
+    """
+    n = basis.shape[1]
+    g = torch.Generator().manual_seed(0)
+    G = torch.randn(channels - n, n, generator=g, dtype=torch.float64) / math.sqrt(n)
+    M = torch.cat([basis, spread * G])
+    U, _, Vh = torch.linalg.svd(M, full_matrices=False)
+    return U @ Vh
+
+
 class ParsevalConv(CircularConv):
     """Parseval convolutional frame ``D`` (``D^T D = I``) from a matrix with orthonormal columns.
 
@@ -517,7 +535,9 @@ class ParsevalConv(CircularConv):
     ``D^T S_theta(D .)`` is a proximity operator (Hasannasab, Hertrich, Neumayer, Plonka, Setzer & Steidl,
     *Parseval proximal neural networks*, 2020; Combettes & Pesquet 2018). ``Q`` is kept on the Stiefel
     manifold by ``torch.nn.utils.parametrizations.orthogonal`` (feasible by parametrisation, whatever the
-    optimiser does to the underlying parameter). Initialised with the 2-D DCT basis (channel 0 = mean).
+    optimiser does to the underlying parameter). Initialised with the 2-D DCT basis (channel 0 = mean); an
+    overcomplete frame (``C > c k^2``) starts from the nearest orthonormal-column matrix to the DCT basis
+    stacked on a fixed random block (:func:`_overcomplete_init`), so that every channel can learn.
 
     Parameters
     ----------
@@ -548,8 +568,9 @@ class ParsevalConv(CircularConv):
         super().__init__(channels, kernel_size, image_channels)
         del self.weight
         self.bank = nn.Linear(n, channels, bias=False)
-        Q0 = torch.zeros(channels, n, dtype=torch.float64)
-        Q0[:n] = torch.kron(torch.eye(int(image_channels), dtype=torch.float64), dct_filters(kernel_size))
+        Q0 = torch.kron(torch.eye(int(image_channels), dtype=torch.float64), dct_filters(kernel_size))
+        if channels > n:
+            Q0 = _overcomplete_init(Q0, channels)
         nn.utils.parametrizations.orthogonal(self.bank, orthogonal_map="cayley")
         with torch.no_grad():
             self.bank.weight = Q0.to(torch.get_default_dtype())

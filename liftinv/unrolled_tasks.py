@@ -341,6 +341,8 @@ def make_task_data(
     test_crops: int = 3,
     seed: int = 0,
     image_folder: str | os.PathLike | None = None,
+    train_images: tuple[str, ...] | list[str] | None = None,
+    test_images: tuple[str, ...] | list[str] | None = None,
     train_side: int = 128,
     test_side: int = 96,
 ) -> TaskData:
@@ -361,6 +363,10 @@ def make_task_data(
     image_folder : path, optional
         Use the images of this folder instead of the bundled ones (sorted by name; the last quarter, at
         least one image, are the test images).
+    train_images, test_images : sequence of str, optional
+        Bundled image names (``liftinv.datasets`` names, ``"phantoms"`` for random-ellipse phantoms) or image
+        paths replacing :data:`TRAIN_IMAGES` / :data:`TEST_IMAGES` (not with ``image_folder``); the two sets
+        must be disjoint.
     train_side, test_side : int
         Images are resized so that their shorter side has this many pixels before cropping.
 
@@ -375,11 +381,20 @@ def make_task_data(
         raise ValueError(f"n_train must be a positive int, got {n_train!r}")
     train_side, test_side = max(train_side, image_size), max(test_side, image_size)
     if image_folder is not None:
+        if train_images is not None or test_images is not None:
+            raise ValueError("give either image_folder or train_images/test_images, not both")
         files = _folder_images(image_folder)
         n_test = max(1, len(files) // 4)
         train_names, test_names = [str(p) for p in files[:-n_test]], [str(p) for p in files[-n_test:]]
     else:
-        train_names, test_names = list(TRAIN_IMAGES), list(TEST_IMAGES)
+        train_names = list(TRAIN_IMAGES if train_images is None else train_images)
+        test_names = list(TEST_IMAGES if test_images is None else test_images)
+        for arg, names in (("train_images", train_names), ("test_images", test_names)):
+            if not names or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"{arg} must be a non-empty sequence of image names, got {names!r}")
+        common = sorted(set(train_names) & set(test_names))
+        if common:
+            raise ValueError(f"train_images and test_images must be disjoint; both contain {common}")
     g = torch.Generator().manual_seed(int(seed))
     train_imgs = [load_gray(n, train_side) for n in train_names]
     x_train = random_patches(train_imgs, n_train, image_size, g)

@@ -114,6 +114,28 @@ def test_parseval_frame_and_state_map_norms(generator):
         ParsevalConv(4, kernel_size=3)
 
 
+def test_overcomplete_frame_channels_all_learn(generator):
+    """Every channel of an overcomplete Parseval frame starts non-zero and receives a gradient (zero rows of the
+    filter matrix would be a stationary point: the extra channels would never learn)."""
+    D = ParsevalConv(18, kernel_size=3)
+    assert D.parseval_error() < 1e-5
+    filters = D.filters().detach()
+    assert filters.flatten(1).norm(dim=1).min() > 0.02
+    # the first 9 filters stay close to the DCT basis (channel 0 = the mean filter)
+    mean = torch.full((3, 3), 1 / 3) / 3
+    assert torch.nn.functional.cosine_similarity(filters[0].flatten(), mean.flatten(), dim=0) > 0.8
+    x = torch.randn(4, 1, 8, 8, generator=generator)
+    u = D.analysis(x)
+    loss = (torch.nn.functional.softshrink(u, 0.1) ** 2).sum()
+    (grad,) = torch.autograd.grad(loss, D.bank.parametrizations.weight.original)
+    assert grad.abs().sum() > 0
+    # each channel's filter changes under one gradient step on the raw parameter
+    with torch.no_grad():
+        D.bank.parametrizations.weight.original.sub_(0.1 * grad)
+    change = (D.filters().detach() - filters).flatten(1).norm(dim=1)
+    assert change.min() > 1e-6, change
+
+
 def test_dense_tomography_matches_the_operator(generator):
     op = make_operator("tomography", 12, angles=6)
     dense = OperatorAdapter(op, dense=True)
