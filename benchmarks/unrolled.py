@@ -71,6 +71,18 @@ def psnr_per_image(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse)
 
 
+def psnr_summary(x_hat: torch.Tensor, data) -> dict:
+    """Mean test PSNR over all crops, over the natural-image crops and over the phantom crops (None when a
+    group is empty) of a :class:`liftinv.unrolled.TaskData`."""
+    phantom = torch.tensor(["shepp" in n or "phantom" in n for n in data.test_names])
+    p = psnr_per_image(x_hat, data.test[1])
+    return {
+        "psnr": float(p.mean()),
+        "psnr_natural": float(p[~phantom].mean()) if (~phantom).any() else None,
+        "psnr_phantom": float(p[phantom].mean()) if phantom.any() else None,
+    }
+
+
 def ssim_mean(x: torch.Tensor, ref: torch.Tensor) -> float:
     from skimage.metrics import structural_similarity
 
@@ -220,18 +232,14 @@ def run_task(task: str, args, device: torch.device) -> dict:
     tk = get_task(task)
     data = make_task_data(task, image_size=args.size, n_train=args.n_train, seed=args.seed)
     y_test, x_test = data.test
-    phantom = torch.tensor(["shepp" in n or "phantom" in n for n in data.test_names])
     rows, examples = [], {}
 
     def add(label, x_hat, seconds=None, params=0, memory=None, extra=None):
-        p = psnr_per_image(x_hat, x_test)
         rows.append(
             {
                 "method": label,
-                "psnr": float(p.mean()),
+                **psnr_summary(x_hat, data),
                 "ssim": ssim_mean(x_hat, x_test),
-                "psnr_natural": float(p[~phantom].mean()) if (~phantom).any() else None,
-                "psnr_phantom": float(p[phantom].mean()) if phantom.any() else None,
                 "params": params,
                 "train_s": seconds,
                 "memory_mb": memory,

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from unrolled import RESULTS, _n_params, psnr_per_image, tuned_tv  # noqa: E402
+from unrolled import RESULTS, _n_params, psnr_per_image, psnr_summary, tuned_tv  # noqa: E402
 
 warnings.filterwarnings("ignore", category=UserWarning)
 
@@ -64,19 +64,15 @@ def run_task(task: str, args) -> dict:
     data = make_task_data(
         task, image_size=args.size, n_train=args.n_train, seed=args.seed, train_images=train_images
     )
-    y_test, x_test = data.test
-    phantom = torch.tensor(["shepp" in n or "phantom" in n for n in data.test_names])
+    y_test = data.test[0]
     y_fit, x_fit = data.train[0][:64], data.train[1][:64]
     rows = []
 
     def add(label, x_hat, train_psnr=None, params=None, seconds=None):
-        p = psnr_per_image(x_hat, x_test)
         rows.append(
             {
                 "variant": label,
-                "psnr": float(p.mean()),
-                "psnr_natural": float(p[~phantom].mean()),
-                "psnr_phantom": float(p[phantom].mean()) if phantom.any() else None,
+                **psnr_summary(x_hat, data),
                 "train_psnr": train_psnr,
                 "params": params,
                 "train_s": seconds,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from liftinv.operators import make_operator
@@ -193,39 +195,19 @@ def test_lifted_bregman_training_improves_deblurring_and_keeps_parseval(deblur_d
 
 def test_lifted_bcd_and_mac_run_and_resume(deblur_data, tmp_path):
     ck = tmp_path / "bcd.ckpt"
-    kw = {"iterations": 2, "init": "adjoint"}
-    full, h_full, _ = train(
+    bcd = functools.partial(
+        train,
         "deblur",
         "proxgrad",
         "bregman-bcd",
-        epochs=2,
         seed=1,
         data=deblur_data,
         progress=False,
-        model_kwargs=kw,
+        model_kwargs={"iterations": 2, "init": "adjoint"},
     )
-    part, _, _ = train(
-        "deblur",
-        "proxgrad",
-        "bregman-bcd",
-        epochs=1,
-        seed=1,
-        data=deblur_data,
-        progress=False,
-        model_kwargs=kw,
-        checkpoint=ck,
-    )
-    resumed, h_res, _ = train(
-        "deblur",
-        "proxgrad",
-        "bregman-bcd",
-        epochs=2,
-        seed=1,
-        data=deblur_data,
-        progress=False,
-        model_kwargs=kw,
-        checkpoint=ck,
-    )
+    full, _, _ = bcd(epochs=2)
+    bcd(epochs=1, checkpoint=ck)  # interrupted after one epoch
+    resumed, h_res, _ = bcd(epochs=2, checkpoint=ck)
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
     assert len(h_res) == 2
