@@ -81,6 +81,7 @@ __all__ = [
     "hard_threshold_modules",
     "set_surrogate",
     "convnet4",
+    "paper_convnet4",
     "mlp_bn",
     "FTPropTrainer",
     "FTPropSoftHinge",
@@ -510,6 +511,80 @@ def convnet4(
     return nn.Sequential(*layers)
 
 
+def paper_convnet4(
+    activation: str = "sign",
+    in_channels: int = 1,
+    image_size: int = 8,
+    n_classes: int = 10,
+    widths: tuple[int, int] = (32, 64),
+    hidden: int = 1024,
+    batch_norm: bool = False,
+) -> nn.Sequential:
+    """The 4-layer convnet of FTPROP's CIFAR-10 experiments, layer for layer: two convolutions, two linear.
+
+    ``conv5x5(w1, pad 3)-maxpool2-act, conv5x5(w2, pad 2)-maxpool2-act, [BN2d], linear(hidden)-act, [BN1d],
+    linear(n_classes)``: the ``ConvNet4`` of the authors' code (github.com/afriesen/ftprop), where
+    batch-norm is optional (``--use-bn``, off by default) and, when on, normalises the *outputs* of the
+    second and third activations. With ``widths=(32, 64)``, ``hidden=1024`` and 32x32 RGB input it is
+    their network; ``benchmarks/hard_threshold.py`` halves the widths on 8x8 digits. Pooling acts on the
+    pre-activations, as there (see :func:`convnet4`). Unlike :func:`convnet4` (four 3x3 convolutions,
+    batch-norm before every threshold), nothing normalises the pre-activations, so the width of the
+    surrogate windows relative to them is set by the weights. (Friesen & Domingos, ICLR 2018.)
+
+    Parameters
+    ----------
+    activation : str
+        Any name accepted by :func:`liftinv.models.activation_module` (``"sign"``, ``"qrelu2"``,
+        ``"relu"``, ``"clipped_relu"``, ...).
+    in_channels, image_size, n_classes : int
+        Input channels, input height/width (at least 4) and number of classes.
+    widths : (int, int)
+        Channels of the two convolutions.
+    hidden : int
+        Width of the hidden linear layer.
+    batch_norm : bool
+        Batch-norm after the second and third activations (the authors' ``--use-bn``).
+
+    Returns
+    -------
+    nn.Sequential
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = paper_convnet4("sign", widths=(4, 8), hidden=16)
+    >>> net(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 10])
+    >>> [type(m).__name__ for m in net][:4]
+    ['Conv2d', 'MaxPool2d', 'Sign', 'Conv2d']
+    """
+    from liftinv.models import activation_module
+
+    if not (isinstance(image_size, int) and image_size >= 4):
+        raise ValueError(f"image_size must be an int >= 4, got {image_size!r}")
+    if len(widths) != 2 or any(int(w) <= 0 for w in widths):
+        raise ValueError(f"widths must be two positive channel counts, got {widths}")
+    if not (isinstance(hidden, int) and hidden > 0):
+        raise ValueError(f"hidden must be a positive int, got {hidden!r}")
+    w1, w2 = int(widths[0]), int(widths[1])
+    side = ((image_size + 2) // 2) // 2  # conv 5x5 pad 3: +2, pool; conv 5x5 pad 2: same size, pool
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, w1, 5, padding=3),
+        nn.MaxPool2d(2),
+        activation_module(activation),
+        nn.Conv2d(w1, w2, 5, padding=2),
+        nn.MaxPool2d(2),
+        activation_module(activation),
+    ]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(w2))
+    layers += [nn.Flatten(), nn.Linear(w2 * side * side, hidden), activation_module(activation)]
+    if batch_norm:
+        layers.append(nn.BatchNorm1d(hidden))
+    layers.append(nn.Linear(hidden, n_classes))
+    return nn.Sequential(*layers)
+
+
 def mlp_bn(
     sizes: list[int] | tuple[int, ...], activation: str = "sign", flatten: bool = True
 ) -> nn.Sequential:
@@ -591,7 +666,10 @@ class FTPropTrainer(BackpropTrainer):
     batch_size : int
         Default 64.
     weight_decay : float
-        Adam weight decay; default 0.
+        Adam weight decay; default 0 (the paper: 5e-4).
+    lr_decay_epochs, lr_decay : tuple of int, float
+        Step schedule: the step size is multiplied by ``lr_decay`` (default 0.1) after each epoch count in
+        ``lr_decay_epochs`` (default none); see :class:`liftinv.training.BackpropTrainer`.
 
     Examples
     --------
@@ -608,22 +686,17 @@ class FTPropTrainer(BackpropTrainer):
     surrogate = "soft_hinge"
     optimizer_name = "adam"
 
-    def __init__(self, model, X, Y, *, loss="mse", seed=0, lr=None, batch_size=64, weight_decay=0.0):
+    def __init__(self, model, X, Y, **options):
         if set_surrogate(model, self.surrogate) == 0:
             raise ValueError(
                 "model has no hard-threshold units (liftinv.ftprop.Sign / Staircase); the FTPROP and STE "
                 "methods train hard-threshold networks. Use activation='sign' or 'qrelu2' "
                 "(liftinv.models), or method='backprop-adam' for a differentiable network."
             )
-        if not (isinstance(batch_size, int) and batch_size > 0):
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if lr is not None and not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr!r}")
-        # With the surrogates set, one epoch is exactly the Adam back-propagation epoch of the parent class:
-        # each hard-threshold unit's backward computes its FTPROP-mb target and per-layer loss gradient.
-        super().__init__(
-            model, X, Y, loss=loss, seed=seed, lr=lr, batch_size=batch_size, weight_decay=weight_decay
-        )
+        # With the surrogates set, one epoch is exactly the Adam back-propagation epoch of the parent class
+        # (same options, same checks): each hard-threshold unit's backward computes its FTPROP-mb target and
+        # per-layer loss gradient.
+        super().__init__(model, X, Y, **options)
 
 
 @register_method("ftprop-softhinge")

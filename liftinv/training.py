@@ -474,14 +474,46 @@ class BackpropTrainer:
 
     The same network, loss and data as the lifted trainers, so the comparison is like for like.
 
-    Options: ``lr`` (default 0.1 for SGD, 1e-3 for Adam), ``batch_size`` (default 64), ``weight_decay``.
+    Options: ``lr`` (default 0.1 for SGD, 1e-3 for Adam), ``batch_size`` (default 64), ``weight_decay``,
+    and a step schedule: the step size of (0-based) epoch ``e`` is
+    ``lr * lr_decay ** #{m in lr_decay_epochs : e >= m}``, i.e. it is multiplied by ``lr_decay`` (default
+    0.1) after ``m`` epochs for every ``m`` in ``lr_decay_epochs`` (default: none, a constant step). The
+    step size depends on the epoch number only, so a run resumed from a checkpoint follows the same
+    schedule. Friesen & Domingos (ICLR 2018) train with Adam, weight decay 5e-4, and decay the step by 0.1
+    after 200 and 250 of 300 epochs.
     """
 
     optimizer_name = "adam"
 
     def __init__(
-        self, model, X, Y, *, loss="mse", seed=0, lr=None, batch_size=64, weight_decay=0.0, momentum=0.9
+        self,
+        model,
+        X,
+        Y,
+        *,
+        loss="mse",
+        seed=0,
+        lr=None,
+        batch_size=64,
+        weight_decay=0.0,
+        momentum=0.9,
+        lr_decay_epochs=(),
+        lr_decay=0.1,
     ):
+        if batch_size is not None and not (
+            isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0
+        ):
+            raise ValueError(f"batch_size must be a positive int (or None: full batch), got {batch_size!r}")
+        if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
+            raise ValueError(f"lr must be positive, got {lr!r}")
+        if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
+        milestones = tuple(lr_decay_epochs or ())
+        if any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in milestones):
+            raise ValueError(f"lr_decay_epochs must be positive epoch counts (ints), got {lr_decay_epochs!r}")
+        if not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
+            raise ValueError(f"lr_decay must be a factor in (0, 1], got {lr_decay!r}")
+        self.lr_decay_epochs, self.lr_decay = milestones, float(lr_decay)
         self.model, self.X, self.loss = model, X, loss
         was_training = model.training
         model.eval()  # probe the output size without touching batch-norm statistics
@@ -497,8 +529,15 @@ class BackpropTrainer:
             )
         else:
             self.opt = torch.optim.Adam(params, lr=1e-3 if lr is None else lr, weight_decay=weight_decay)
+        self.base_lr = self.opt.param_groups[0]["lr"]
+
+    def lr_at(self, epoch: int) -> float:
+        """Step size of the 0-based ``epoch`` under the step schedule (see the class docstring)."""
+        return self.base_lr * self.lr_decay ** sum(epoch >= m for m in self.lr_decay_epochs)
 
     def run_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(epoch)
         total = 0.0
         for idx in minibatches(self.X.shape[0], self.batch_size, generator):
             idx = idx.to(self.X.device)

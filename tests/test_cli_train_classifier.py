@@ -73,8 +73,21 @@ def test_lifted_run_writes_outputs_and_resumes(tmp_path, capsys):
         ("--method", "ftprop-softhinge", "--activation", "sign", "--epochs", 1),
         ("--method", "ste", "--activation", "qrelu2", "--epochs", 1),
         ("--method", "mac-bcd", "--epochs", 1, "--loss", "ce", "--lambdas", "0.5,2,1"),
+        # the paper's recipe: weight decay and a step schedule, through --option
+        (
+            *("--method", "sste", "--activation", "sign", "--epochs", 2, "--loss", "ce"),
+            *("--option", "weight_decay=5e-4", "--option", "lr_decay_epochs=[1]"),
+        ),
     ],
-    ids=["adam", "isgm-options", "accel-conv", "ftprop-sign", "ste-qrelu2", "mac-ce-lambdas"],
+    ids=[
+        "adam",
+        "isgm-options",
+        "accel-conv",
+        "ftprop-sign",
+        "ste-qrelu2",
+        "mac-ce-lambdas",
+        "sste-schedule",
+    ],
 )
 def test_method_families(tmp_path, capsys, args):
     rc, stdout, err = _cli(capsys, *args, "--out", tmp_path / "run")
@@ -133,6 +146,10 @@ def test_mnist_from_idx_files(tmp_path, capsys):
         (("--method", "bregman-bcd", "--option", "weight_steps=0"), "weight_steps must be an int >= 1"),
         (("--hidden", "12,x"), "--hidden must be comma-separated positive ints"),
         (("--method", "ftprop-softhinge", "--activation", "relu"), "no hard-threshold units"),
+        (
+            ("--activation", "sign", "--method", "sste", "--option", "lr_decay=3"),
+            r"lr_decay must be a factor",
+        ),
     ],
 )
 def test_bad_input_is_one_line_error(tmp_path, capsys, args, match):

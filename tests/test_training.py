@@ -57,6 +57,67 @@ def test_resume_gives_identical_weights(tmp_path, method):
         assert torch.equal(v, model2.state_dict()[k]), k
 
 
+@pytest.mark.parametrize("method", ["backprop-adam", "backprop-sgd", "sste"])
+def test_step_schedule_follows_the_epoch_and_survives_resume(tmp_path, method):
+    # lr_decay_epochs=(2, 3): step lr for epochs 1-2, lr/10 for epoch 3, lr/100 for epochs 4-5 (1-based).
+    from liftinv.training import get_trainer
+
+    X, y = _blobs()
+    act = "sign" if method == "sste" else "relu"
+    opts = dict(method=method, batch_size=16, progress=False, seed=3, lr=0.02, weight_decay=5e-4)
+    sched = dict(lr_decay_epochs=(2, 3), lr_decay=0.1)
+    torch.manual_seed(0)
+    model = mlp((2, 16, 3), activation=act).double()
+    trainer = get_trainer(method)(model, X, y, lr=0.02, **sched)
+    assert [trainer.lr_at(e) for e in range(5)] == pytest.approx([0.02, 0.02, 2e-3, 2e-4, 2e-4])
+
+    torch.manual_seed(0)
+    ref = mlp((2, 16, 3), activation=act).double()
+    init = {k: v.clone() for k, v in ref.state_dict().items()}
+    fit(ref, (X, y), epochs=5, **opts, **sched)
+    ck = tmp_path / "run.pt"
+    part = mlp((2, 16, 3), activation=act).double()
+    part.load_state_dict(init)
+    fit(part, (X, y), epochs=3, checkpoint=ck, **opts, **sched)
+    resumed = mlp((2, 16, 3), activation=act).double()
+    fit(resumed, (X, y), epochs=5, checkpoint=ck, **opts, **sched)
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+    # the schedule changes the run: without it the weights differ
+    const = mlp((2, 16, 3), activation=act).double()
+    const.load_state_dict(init)
+    fit(const, (X, y), epochs=5, **opts)
+    assert not torch.equal(const[1].weight, ref[1].weight)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(lr_decay_epochs=(0,)), "lr_decay_epochs must be positive"),
+        (dict(lr_decay_epochs=(2.5,)), "lr_decay_epochs must be positive"),
+        (dict(lr_decay=0.0), r"lr_decay must be a factor in \(0, 1\]"),
+        (dict(lr_decay=2.0), r"lr_decay must be a factor in \(0, 1\]"),
+        (dict(weight_decay=-1e-4), "weight_decay must be a non-negative number"),
+        (dict(batch_size=0), "batch_size must be a positive int"),
+        (dict(lr=-0.1), "lr must be positive"),
+    ],
+)
+@pytest.mark.parametrize("method", ["backprop-adam", "backprop-sgd", "ftprop-softhinge"])
+def test_trainer_option_errors(options, match, method):
+    X, y = _blobs()
+    act = "sign" if method.startswith("ftprop") else "relu"
+    with pytest.raises(ValueError, match=match):
+        fit(
+            mlp((2, 8, 3), activation=act).double(),
+            (X, y),
+            method=method,
+            epochs=1,
+            progress=False,
+            **options,
+        )
+
+
 def test_checkpoint_from_another_method_is_refused(tmp_path):
     X, y = _blobs()
     ck = tmp_path / "run.pt"
