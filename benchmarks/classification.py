@@ -49,6 +49,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_memory import reset_peak_rss, status_mb  # noqa: E402
+
 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -238,25 +241,6 @@ def itertools_accumulate(xs):
 # ---------------------------------------------------------------------------------------------------------
 # peak memory (fresh process per method on CPU; CUDA allocator statistics on GPU)
 # ---------------------------------------------------------------------------------------------------------
-def _status_mb(field: str) -> float:
-    """``VmRSS`` / ``VmHWM`` (peak RSS) of this process in MiB, from /proc/self/status (Linux)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the peak RSS (VmHWM) of this process (Linux >= 4.0: write 5 to /proc/self/clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _memory_child(spec: Spec, loss: str, mnist: str | None, device: str, epochs: int = 2) -> float:
     torch.set_num_threads(1)
     from liftinv.training import epoch_generator, get_trainer
@@ -277,14 +261,16 @@ def _memory_child(spec: Spec, loss: str, mnist: str | None, device: str, epochs:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        reset = _reset_peak_rss()
-        base = _status_mb("VmRSS")
+        reset = reset_peak_rss()
+        base = status_mb("VmRSS")
+        if base is None:
+            raise RuntimeError("VmRSS not in /proc/self/status")
     trainer = get_trainer(spec.method)(model, Xtr, Ytr, loss=loss, seed=0, **opts)
     for e in range(epochs):
         trainer.run_epoch(e, epoch_generator(0, e))
     if dev.type == "cuda":
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    peak = _status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return max(peak - base, 0.0)
 
 

@@ -104,7 +104,11 @@ ROWS = [
 ARCHS = ("mlp", "mlp-bn", "convnet4", "convnet4-paper")
 DEFAULT_ARCHS = ("mlp", "convnet4", "convnet4-paper")
 LR, BATCH = 3e-3, 64
-SCHEDULES = ("paper", "constant")
+#: the optimiser schedules (``--schedule``), described once for the help, the header and the tables
+SCHEDULES = {
+    "paper": "weight decay 5e-4, step x0.1 after 2/3 and 5/6 of the epochs (the paper's schedule, scaled)",
+    "constant": "constant step, no weight decay",
+}
 PAPER_WEIGHT_DECAY = 5e-4  # Friesen & Domingos (2018): Adam, weight decay 5e-4, step decayed 0.1x twice
 LRS, LOSSES = (1e-3, 3e-3, 1e-2), ("mse", "ce")  # the selection grid
 VAL_FRACTION = 0.2  # of the training images, for the selection
@@ -183,7 +187,7 @@ def schedule_options(schedule: str, epochs: int) -> dict:
     if schedule == "constant":
         return {}
     if schedule != "paper":
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        raise ValueError(f"schedule must be one of {tuple(SCHEDULES)}, got {schedule!r}")
     milestones = tuple(sorted({m for m in (epochs * 2 // 3, epochs * 5 // 6) if 0 < m < epochs}))
     return {"weight_decay": PAPER_WEIGHT_DECAY, "lr_decay_epochs": milestones, "lr_decay": 0.1}
 
@@ -469,7 +473,7 @@ def format_tables(rows: list[dict], exact: list[dict]) -> str:
                 f"; weight decay {sched['weight_decay']:g}, step x{sched['lr_decay']:g} after epochs {after}"
             )
         else:
-            how += "; constant step, no weight decay"
+            how += f"; {SCHEDULES['constant']}"
         lines += [
             f"**{dataset}, {names.get(arch, arch)}** ({g0['epochs']} epochs, {g0['seeds']} seeds; batch {BATCH}; "
             f"{how})",
@@ -584,10 +588,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument(
         "--schedule",
-        choices=SCHEDULES,
+        choices=tuple(SCHEDULES),
         default="paper",
-        help="paper: weight decay 5e-4 and step x0.1 after 2/3 and 5/6 of the epochs (default); "
-        "constant: constant step, no weight decay",
+        help="; ".join(f"{k}: {v}" for k, v in SCHEDULES.items()) + " (default paper)",
     )
     p.add_argument("--mnist", metavar="DIR", help="MNIST IDX files (liftinv.datasets.load_mnist)")
     p.add_argument("--cifar10", metavar="DIR", help="CIFAR-10 python batches (liftinv.datasets.load_cifar10)")
@@ -709,13 +712,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, 1 thread; "
         f"total {total / 60:.1f} min. Command: `python benchmarks/hard_threshold.py {command}`".rstrip()
         + "\n\n"
-        + f"Protocol: {protocol}. Optimiser: Adam, batch {BATCH}, "
-        + (
-            "weight decay 5e-4, step x0.1 after 2/3 and 5/6 of the epochs (the paper's schedule, scaled)"
-            if args.schedule == "paper"
-            else "constant step, no weight decay"
-        )
-        + ".\n"
+        + f"Protocol: {protocol}. Optimiser: Adam, batch {BATCH}, {SCHEDULES[args.schedule]}.\n"
     )
     print()
     print(header)

@@ -49,6 +49,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_memory import PeakMemory  # noqa: E402
+
 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
 warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -91,65 +94,6 @@ def ssim_mean(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float(
         sum(structural_similarity(a[0], b[0], data_range=1.0, win_size=7) for a, b in zip(xs, rs)) / len(xs)
     )
-
-
-def _status_mb(field: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _trim_heap() -> None:
-    """Return freed heap memory to the OS (glibc ``malloc_trim``), so a run's peak is not hidden by reuse."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-class PeakMemory:
-    """Peak memory increase (MiB) of a block: CUDA allocator statistics, or the CPU resident-set high-water mark."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.value: float | None = None
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            _trim_heap()
-            self.ok = _reset_peak_rss()
-            self.base = _status_mb("VmRSS") or 0.0
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.value = (torch.cuda.max_memory_allocated() - self.base) / 2**20
-        elif self.ok:
-            self.value = max((_status_mb("VmHWM") or 0.0) - self.base, 0.0)
-        return False
 
 
 # ---------------------------------------------------------------------------------------------------------

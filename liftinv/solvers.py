@@ -75,7 +75,13 @@ from liftinv.lifting import (
     weight_step,
 )
 from liftinv.penalties import BregmanPenalty
-from liftinv.training import minibatches, register_method, targets_for_loss
+from liftinv.training import (
+    _check_batch_size,
+    _check_int,
+    minibatches,
+    register_method,
+    targets_for_loss,
+)
 
 __all__ = [
     "LiftedTrainer",
@@ -106,22 +112,6 @@ def _check_lambdas(lambdas) -> None:
             raise TypeError(f"lambdas must be a float or a sequence of floats, got {lambdas!r}")
         if not v >= 0:
             raise ValueError(f"lambdas must be >= 0 (one penalty weight per layer), got {lambdas!r}")
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_batch_size(batch_size, allow_none: bool = True):
-    if batch_size is None and allow_none:
-        return None
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(
-            f"batch_size must be a positive int{' or None' if allow_none else ''}, got {batch_size!r}"
-        )
-    return batch_size
 
 
 def _to_device(obj, device):

@@ -223,6 +223,23 @@ def evaluate(model: nn.Module, X: Tensor, Y: Tensor, metric: str | Callable | No
     raise ValueError(f"metric must be 'accuracy', 'psnr' or a callable, got {metric!r}")
 
 
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_batch_size(batch_size, allow_none: bool = True):
+    """Shared by every trainer: a positive int, or ``None`` (one batch / shard with every sample)."""
+    if batch_size is None and allow_none:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(
+            f"batch_size must be a positive int{' or None' if allow_none else ''}, got {batch_size!r}"
+        )
+    return batch_size
+
+
 def minibatches(n: int, batch_size: int | None, generator: torch.Generator | None, shuffle: bool = True):
     """Index tensors of the mini-batches of an epoch (the whole set when ``batch_size`` is None)."""
     if batch_size is None or batch_size >= n:
@@ -500,10 +517,7 @@ class BackpropTrainer:
         lr_decay_epochs=(),
         lr_decay=0.1,
     ):
-        if batch_size is not None and not (
-            isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0
-        ):
-            raise ValueError(f"batch_size must be a positive int (or None: full batch), got {batch_size!r}")
+        _check_batch_size(batch_size)
         if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
             raise ValueError(f"lr must be positive, got {lr!r}")
         if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
