@@ -6,13 +6,13 @@ Networks (same shapes for every row, only the hidden activation and the training
 * ``mlp``: 64-128-128-10 (784-... on MNIST, 3072-256-256-10 on CIFAR-10), ``Linear -> act`` per hidden
   layer (:func:`liftinv.models.mlp`);
 * ``mlp-bn`` (not in the default run, ``--archs mlp-bn``): the same widths with batch-norm before every
-  hidden activation, ``Linear -> BN -> act`` (:func:`liftinv.ftprop.mlp_bn`; how BinaryNet-style sign MLPs
+  hidden activation, ``Linear -> BN -> act`` (:func:`liftinv.models.mlp_bn`; how BinaryNet-style sign MLPs
   and the paper's deeper networks normalise the pre-activations before the threshold);
 * ``convnet4``: four 3x3 convolutions, each followed by batch-norm and the activation, with 2x2
   max-pooling of the pre-activations of every second one, then a linear classifier
-  (:func:`liftinv.ftprop.convnet4`; widths 16/32 on 8x8 digits, 32/64 on MNIST and CIFAR-10), the paper's
+  (:func:`liftinv.models.convnet4`; widths 16/32 on 8x8 digits, 32/64 on MNIST and CIFAR-10), the paper's
   4-layer CIFAR convnet style scaled to small images;
-* ``convnet4-paper``: the authors' ConvNet4 layer for layer (:func:`liftinv.ftprop.paper_convnet4`):
+* ``convnet4-paper``: the authors' ConvNet4 layer for layer (:func:`liftinv.models.paper_convnet4`):
   ``conv5x5-maxpool2-act, conv5x5-maxpool2-act, linear-act, linear``, no batch-norm (their default); widths
   16/32 and 512 hidden units on 8x8 digits (half of theirs), 32/64 and 1024 on MNIST and CIFAR-10.
 
@@ -160,8 +160,7 @@ def load_local(name: str, directory: str, subset: int | None):
 
 def build(arch: str, activation: str, shape: tuple[int, int, int]):
     """The benchmark network for an input ``shape = (C, H, W)``."""
-    from liftinv.ftprop import convnet4, mlp_bn, paper_convnet4
-    from liftinv.models import mlp
+    from liftinv.models import convnet4, mlp, mlp_bn, paper_convnet4
 
     c, h, w = shape
     if arch in ("mlp", "mlp-bn"):
@@ -384,7 +383,7 @@ def run_exact(seeds: list[int], log=print) -> list[dict]:
     """Exact FTPROP on n-bit parity (one hidden layer of 2n sign units) against a linear classifier."""
     from torch import nn
 
-    from liftinv.ftprop import Sign
+    from liftinv.models import Sign
     from liftinv.training import fit
 
     out = []

@@ -1,6 +1,6 @@
 """Stability of network inversion: lifted Bregman vs gradient-based inversion as the noise grows.
 
-For the two recipes of :mod:`liftinv.recipes` --
+For the two recipes of :mod:`liftinv.inversion.recipes` --
 
 (a) the P2 ReLU perceptron (64 x 64 image -> 512 features, unit-variance Gaussian W), test images
     Shepp-Logan and a random piecewise-constant phantom;
@@ -178,7 +178,7 @@ def study(name, model, inputs, alphas, iters, device, methods, seed=0, reference
 def timing_64(iters: int, device, threads_list=(1, 2), repeats: int = 1, size: int = 64, features: int = 512):
     """Wall time of inverting 64 outputs of the perceptron at invert()'s defaults, methods alternating."""
     from liftinv.inversion import invert
-    from liftinv.recipes import perceptron, phantoms, shepp_logan
+    from liftinv.inversion.recipes import perceptron, phantoms, shepp_logan
 
     net = perceptron(size, features).to(device)
     imgs = torch.cat([shepp_logan(size), phantoms(63, size, seed=5)]).to(device)
@@ -428,7 +428,7 @@ def main(argv=None) -> int:
         print(f"wrote {out_dir / 'inversion.md'} and {out_dir / 'inversion.png'}", file=sys.stderr)
         return 0
 
-    from liftinv.recipes import get_recipe
+    from liftinv.inversion.recipes import get_recipe
     from liftinv.training import resolve_device
 
     t_start = time.perf_counter()
@@ -457,7 +457,7 @@ def main(argv=None) -> int:
     )
     res_a["title"] = f"(a) ReLU perceptron {size}x{size} -> {feats}"
     res_a["description"] = (
-        f"`liftinv.recipes.perceptron({size}, {feats})`: W ~ N(0,1), b ~ N(0,1); test images "
+        f"`liftinv.inversion.recipes.perceptron({size}, {feats})`: W ~ N(0,1), b ~ N(0,1); test images "
         "Shepp-Logan and one random piecewise-constant phantom."
     )
 
@@ -478,7 +478,7 @@ def main(argv=None) -> int:
     )
     res_b["title"] = "(b) conv encoder, 16x16 digits -> 32-dim code"
     res_b["description"] = (
-        f"`liftinv.recipes.autoencoder(seed=0, epochs={ae.train_info['epochs']})` trained (when first built; cached afterwards) in "
+        f"`liftinv.inversion.recipes.autoencoder(seed=0, epochs={ae.train_info['epochs']})` trained (when first built; cached afterwards) in "
         f"{ae.train_info['train_time']:.0f} s (held-out autoencoder PSNR "
         f"{ae.train_info['test_psnr']:.1f} dB); invert the encoder (ReLU code); test images: "
         "held-out digits. 'decoder D(f)' = the decoder applied to the noisy code."

@@ -1,15 +1,20 @@
 """liftinv: imaging inverse problems with lifted training.
 
-Main entry points (imported lazily, so ``import liftinv`` is cheap and deepinv is only loaded when
-operators or datasets are used):
+Rooms, in import order (a room imports only the rooms before it; see ``ARCHITECTURE.md``):
 
-* ``liftinv.operators``: forward operators (blur, tomography, inpainting, denoising, ODL wrapper) and
-  classical reconstruction;
-* ``liftinv.datasets``: offline images, phantoms, digits, MNIST/CIFAR readers, measurement pairs;
-* ``liftinv.lift``, ``liftinv.fit``: lifted training (MAC, Fenchel lifted networks, lifted Bregman BCD/ISGM)
-  and back-propagation baselines through one API; ``liftinv.ftprop`` for hard-threshold networks;
-* ``liftinv.reconstruct``: reconstruction with a trained unrolled network or a classical method;
-* ``liftinv.invert``: stable inversion of pre-trained networks (lifted Bregman inversion).
+* ``liftinv.operators``, ``liftinv.datasets``: forward operators (blur, tomography, inpainting, denoising,
+  ODL wrapper) with classical reconstruction, and offline data;
+* ``liftinv.lifted``: the lifted engine (activations, penalties, ``lift``, block steps, norms);
+* ``liftinv.models``: plain ``nn.Module`` s (builders, blocks, hard-threshold units, unrolled networks);
+* ``liftinv.training``: ``fit`` and every method it dispatches to (back-propagation, lifted BCD / ISGM,
+  FTPROP, unrolled);
+* ``liftinv.unrolled`` (tasks, one-call training, save/load, learned ``reconstruct``) and
+  ``liftinv.inversion`` (``invert`` and the recipes of networks to invert);
+* ``liftinv.cli``: the command line.
+
+Everything is imported lazily, so ``import liftinv`` is cheap and deepinv is only loaded when operators or
+datasets are used. Shortcuts: ``liftinv.lift``, ``liftinv.fit``, ``liftinv.reconstruct`` (learned, with
+classical fallback), ``liftinv.invert``, ``liftinv.get_recipe``.
 """
 
 from __future__ import annotations
@@ -21,31 +26,28 @@ __version__ = "0.1.0"
 _MODULES = {
     "operators",
     "datasets",
-    "activations",
-    "penalties",
-    "lifting",
-    "training",
-    "solvers",
+    "lifted",
     "models",
-    "ftprop",
+    "training",
     "unrolled",
     "inversion",
-    "recipes",
     "cli",
 }
 # public name -> module that defines it (resolved on first access)
 _ATTRIBUTES = {
-    "get_activation": "liftinv.activations",
-    "BregmanPenalty": "liftinv.penalties",
-    "QuadraticPenalty": "liftinv.penalties",
-    "FenchelPenalty": "liftinv.penalties",
-    "lift": "liftinv.lifting",
-    "LiftedNetwork": "liftinv.lifting",
-    "fit": "liftinv.training",
-    "History": "liftinv.training",
-    "reconstruct": "liftinv.unrolled",
-    "invert": "liftinv.inversion",
-    "get_recipe": "liftinv.recipes",
+    "get_activation": "liftinv.lifted.activations",
+    "BregmanPenalty": "liftinv.lifted.penalties",
+    "QuadraticPenalty": "liftinv.lifted.penalties",
+    "FenchelPenalty": "liftinv.lifted.penalties",
+    "lift": "liftinv.lifted.network",
+    "LiftedNetwork": "liftinv.lifted.network",
+    "fit": "liftinv.training.loop",
+    "History": "liftinv.training.loop",
+    "available_methods": "liftinv.training.registry",
+    "reconstruct": "liftinv.unrolled.reconstruct",
+    "invert": "liftinv.inversion.api",
+    "InversionResult": "liftinv.inversion.api",
+    "get_recipe": "liftinv.inversion.recipes",
 }
 
 __all__ = sorted(_MODULES | set(_ATTRIBUTES))

@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from liftinv.activations import (
+from liftinv.lifted.activations import (
     ACTIVATIONS,
     NotProximalError,
     from_module,
     get_activation,
 )
-from liftinv.penalties import BregmanPenalty
+from liftinv.lifted.penalties import BregmanPenalty
 
 # name -> constructor kwargs (every registered activation is covered)
 PARAMS = {

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from liftinv.cli import main
-from liftinv.recipes import perceptron
+from liftinv.inversion.recipes import perceptron
 
 
 @pytest.fixture(autouse=True, scope="module")

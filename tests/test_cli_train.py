@@ -47,7 +47,7 @@ def test_train_saves_a_model_that_reloads_and_reconstructs_identically(tmp_path,
     assert "test PSNR:" in printed and out.exists() and (tmp_path / "deblur.pt.ckpt").exists()
 
     model = load_model(out, expected_operator=make_operator("blur", 16, sigma=2.0), image_size=16)
-    assert model.metadata["method"] == "unrolled-bregman-isgm" and model.metadata["epochs"] == 1
+    assert model.metadata["method"] == "bregman-isgm" and model.metadata["epochs"] == 1
     # the weights in the file are those of the training run (the epoch checkpoint holds the same weights)
     ck = load_checkpoint(tmp_path / "deblur.pt.ckpt")
     same = build_model(

@@ -10,20 +10,22 @@ import pytest
 import torch
 from torch import nn
 
-import liftinv.ftprop as ftprop
-from liftinv.activations import NotProximalError, from_module, get_activation
-from liftinv.ftprop import (
+import liftinv.models.hard_threshold as ftprop
+from liftinv.lifted.activations import NotProximalError, from_module, get_activation
+from liftinv.models import (
     SURROGATES,
     Sign,
     Staircase,
+    activation_module,
+    convnet,
     convnet4,
+    mlp,
     mlp_bn,
     paper_convnet4,
     set_surrogate,
     sign,
     staircase,
 )
-from liftinv.models import activation_module, convnet, mlp
 from liftinv.training import accuracy, fit
 
 

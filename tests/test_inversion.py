@@ -1,4 +1,4 @@
-"""Tests of liftinv.inversion (lifted Bregman inversion of pre-trained networks) and liftinv.recipes.
+"""Tests of liftinv.inversion (lifted Bregman inversion of pre-trained networks) and liftinv.inversion.recipes.
 
 Reference problem: the P2 ReLU perceptron at a reduced size, 32 x 32 image -> 256 features (unit-variance
 Gaussian W, seed 0), the 32 x 32 Shepp-Logan phantom, 2% relative noise, TV with alpha = 2.5
@@ -15,11 +15,21 @@ import pytest
 import torch
 from torch import nn
 
-from liftinv.activations import NotProximalError
-from liftinv.inversion import InversionResult, _Preactivations, invert, tv, tv_div, tv_grad
-from liftinv.lifting import LiftingError, lift, state_gradient
+from liftinv.inversion import InversionResult, invert
+from liftinv.inversion._common import tv, tv_div, tv_grad
+from liftinv.inversion._lifted import _Preactivations
+from liftinv.inversion.recipes import (
+    RECIPES,
+    Autoencoder,
+    autoencoder,
+    get_recipe,
+    perceptron,
+    phantoms,
+    shepp_logan,
+)
+from liftinv.lifted import LiftingError, lift, state_gradient
+from liftinv.lifted.activations import NotProximalError
 from liftinv.models import ResidualBlock
-from liftinv.recipes import RECIPES, Autoencoder, autoencoder, get_recipe, perceptron, phantoms, shepp_logan
 
 SIZE, FEATURES, ALPHA, ITERS = 32, 256, 2.5, 300
 
@@ -299,7 +309,7 @@ def test_cuda_matches_cpu(problem):
 
 
 def test_unrolled_recipe_inverts_when_available():
-    pytest.importorskip("liftinv.unrolled_nets", reason="the unrolled-networks module is not installed")
+    pytest.importorskip("liftinv.models", reason="the unrolled-networks module is not installed")
     prob = get_recipe("unrolled", image_size=16, n_images=1)
     with torch.no_grad():
         f = prob.model(prob.inputs)

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from liftinv.activations import NotProximalError
-from liftinv.lifting import LiftingError, lift, state_sweep, weight_step
+from liftinv.lifted import LiftingError, lift, state_sweep, weight_step
+from liftinv.lifted.activations import NotProximalError
+from liftinv.lifted.penalties import BregmanPenalty, FenchelPenalty, QuadraticPenalty
 from liftinv.models import ProximalBlock, ResidualBlock, convnet, mlp
-from liftinv.penalties import BregmanPenalty, FenchelPenalty, QuadraticPenalty
 
 
 def _models():

@@ -1,4 +1,4 @@
-"""Lifted solvers (liftinv.solvers) through the shared ``fit`` loop: descent, accuracy, resume, errors."""
+"""Lifted solvers (liftinv.training.bcd / minibatch) through the shared ``fit`` loop: descent, accuracy, resume, errors."""
 
 from __future__ import annotations
 
@@ -9,17 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from liftinv.activations import NotProximalError
-from liftinv.lifting import LiftingError, lift, state_step, weight_step
+from liftinv.lifted import LiftingError, lift, state_step, weight_step
+from liftinv.lifted.activations import NotProximalError
+from liftinv.lifted.dense import DenseWeightBlock, dense_state_step
+from liftinv.lifted.norms import exact_sq_norm
 from liftinv.models import ProximalBlock, ResidualBlock, convnet, mlp
-from liftinv.solvers import (
-    SOLVERS,
-    DenseWeightBlock,
-    _exact_sq_norm,
-    dense_state_step,
-    make_shards,
-)
 from liftinv.training import fit, get_trainer
+from liftinv.training.lifted_base import make_shards
+from liftinv.training.minibatch import SOLVERS
 
 LIFTED = [
     "mac-bcd",
@@ -101,7 +98,7 @@ def test_closed_form_blocks_match_engine(loss, penalty):
         a, b = list(st), list(st)
         state_step(net, a, l, y)
         lam = 1.0 if l + 1 == net.depth else net.penalties[l].weight
-        dense_state_step(net, b, l, y, lam * _exact_sq_norm(net.layers[l].linear.weight.detach()))
+        dense_state_step(net, b, l, y, lam * exact_sq_norm(net.layers[l].linear.weight.detach()))
         torch.testing.assert_close(a[l], b[l], rtol=1e-5, atol=1e-7)
         st[l] = a[l]
     before = copy.deepcopy(model.state_dict())

@@ -8,13 +8,11 @@ import pytest
 import torch
 from liftinv.operators import make_operator
 
-from liftinv.lifting import lift
+from liftinv.lifted import lift
+from liftinv.models import OperatorAdapter, ParsevalConv, UnrolledDualFB, UnrolledProxGrad
+from liftinv.training.unrolled import UnrolledLiftedTrainer
 from liftinv.unrolled import (
     ModelMismatchError,
-    OperatorAdapter,
-    ParsevalConv,
-    UnrolledDualFB,
-    UnrolledProxGrad,
     build_model,
     load_model,
     make_task_data,
@@ -22,7 +20,6 @@ from liftinv.unrolled import (
     save_model,
     train,
 )
-from liftinv.unrolled_train import UnrolledLiftedTrainer
 
 requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device; none is available"

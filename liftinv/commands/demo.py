@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from liftinv.operators import reconstruct as classical
     from liftinv.training import seed_everything
     from liftinv.unrolled import TASKS, make_task_data, resolve_method, train
-    from liftinv.unrolled_tasks import TRAIN_IMAGES, simulate
+    from liftinv.unrolled.tasks import TRAIN_IMAGES, simulate
 
     torch.set_num_threads(max(1, args.threads))
     start = time.perf_counter()

@@ -13,12 +13,12 @@ and writes a figure: truth | output f | reconstruction.
 
 ``--model`` is
 
-* ``perceptron``: the P2 ReLU perceptron (:func:`liftinv.recipes.perceptron`, ``--image-size`` x
+* ``perceptron``: the P2 ReLU perceptron (:func:`liftinv.inversion.recipes.perceptron`, ``--image-size`` x
   ``--image-size`` -> ``--features``), test image Shepp-Logan (``--image``: ``shepp-logan``, ``phantom``);
-* ``autoencoder``: the encoder of the convolutional autoencoder of :func:`liftinv.recipes.autoencoder`
+* ``autoencoder``: the encoder of the convolutional autoencoder of :func:`liftinv.inversion.recipes.autoencoder`
   (trained on first use, ~30 s, cached in ``--cache``), test image a held-out digit (``--image`` = its index);
 * ``PATH``: a file written by ``torch.save(model)`` (a whole ``nn.Module``), a dict holding a module
-  under ``"model"``, or an autoencoder cache written by ``liftinv.recipes.autoencoder(path=...)`` (its encoder
+  under ``"model"``, or an autoencoder cache written by ``liftinv.inversion.recipes.autoencoder(path=...)`` (its encoder
   is inverted). A liftinv *training* checkpoint holds only a ``state_dict`` and cannot be inverted without its
   architecture: save the trained module with ``torch.save(model, PATH)``. The per-sample input shape comes from
   the module's ``input_shape`` attribute, a first ``nn.Linear`` layer, or ``--input-shape C,H,W``; the test
@@ -132,7 +132,7 @@ def load_model(path: str):
     ----------
     path : str
         A ``torch.save(model)`` file, a dict with an ``nn.Module`` under ``"model"``, or an autoencoder
-        cache written by :func:`liftinv.recipes.autoencoder`.
+        cache written by :func:`liftinv.inversion.recipes.autoencoder`.
 
     Returns
     -------
@@ -164,7 +164,7 @@ def load_model(path: str):
             return obj["model"], {}
         cfg = obj.get("config")
         if isinstance(cfg, dict) and "state_dict" in obj and "code" in cfg:
-            from liftinv.recipes import Autoencoder
+            from liftinv.inversion.recipes import Autoencoder
 
             ae = Autoencoder(cfg["code"], cfg["channels"])
             ae.load_state_dict(obj["state_dict"])
@@ -182,8 +182,7 @@ def _problem(args) -> dict[str, Any]:
     """Model, truth image, input shape and default alpha for ``args.model``."""
     import torch
 
-    from liftinv import recipes
-    from liftinv.inversion import input_shape_of
+    from liftinv.inversion import input_shape_of, recipes
 
     if args.model == "perceptron":
         n = args.image_size

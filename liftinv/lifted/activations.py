@@ -18,7 +18,7 @@ Every activation here offers
 first (the batch); :class:`Softmax` acts on ``dim=1`` (classes / channels).
 
 Non-admissible maps (GELU, SiLU, sign, hard thresholds, leaky slope > 1) raise
-:class:`NotProximalError`; hard thresholds are trained by FTPROP instead (:mod:`liftinv.ftprop`).
+:class:`NotProximalError`; hard thresholds are trained by FTPROP instead (:mod:`liftinv.training.ftprop`, units in :mod:`liftinv.models.hard_threshold`).
 """
 
 from __future__ import annotations
@@ -494,8 +494,8 @@ _NOT_PROXIMAL = {
 }
 
 _FTPROP_HINT = (
-    " Hard-threshold networks are trained with FTPROP instead: liftinv.ftprop "
-    "(CLI: liftinv train-classifier --method ftprop-softhinge)."
+    " Hard-threshold networks are trained with FTPROP instead: units liftinv.models.Sign / Staircase, "
+    "fit(..., method='ftprop-softhinge')."
 )
 
 

@@ -1,7 +1,8 @@
 """Lifted trainers specialised to unrolled proximal networks (registered with :func:`liftinv.training.fit`).
 
-Method names: ``"unrolled-bregman-isgm"``, ``"unrolled-bregman-bcd"``, ``"unrolled-mac-isgm"``,
-``"unrolled-mac-bcd"``. They minimise the lifted objective of an unrolled network whose states are the
+Method names: ``"bregman-isgm"``, ``"bregman-bcd"``, ``"mac-isgm"``, ``"mac-bcd"`` -- the same algorithms as
+for any other network (:mod:`liftinv.training.registry` picks these implementations for models with
+``lifted_layers`` and ``state_lipschitz``). They minimise the lifted objective of an unrolled network whose states are the
 iterates ``u_k`` of every training sample (Wang & Benning, JMLR 2023; Wang, Benning & Repetti, MLSP 2024;
 Wang et al., arXiv 2510.09796)::
 
@@ -11,7 +12,7 @@ Wang et al., arXiv 2510.09796)::
 with P the lifted Bregman penalty ``B(u, z) = Phi(u) + Phi^*(z) - <u, z>`` (or MAC's ``1/2||u - sigma(z)||^2``)
 and the last state fixed to the clean image, so the data term is the nested MSE loss of the last layer.
 
-Why specialised trainers (and not the generic ``bregman-*`` solvers of :mod:`liftinv.solvers`)?
+Why specialised trainers (and not the generic ``bregman-*`` solvers of :mod:`liftinv.training.bcd` and :mod:`liftinv.training.minibatch`)?
 
 * Parameters are shared between consecutive layers (``D_k`` is the analysis of layer k and the synthesis
   in layer k+1), so per-layer weight steps do not decouple; here the weights form one block whose gradient
@@ -46,18 +47,24 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from liftinv.lifting import LiftedNetwork, lift, state_gradient
-from liftinv.training import minibatches, register_method
+from liftinv.lifted import LiftedNetwork, lift, state_gradient
+from liftinv.training.loop import minibatches
+from liftinv.training.registry import register_method
 
 __all__ = ["UnrolledLiftedTrainer", "UNROLLED_METHODS"]
 
 #: registered method name -> (penalty, scheme)
 UNROLLED_METHODS = {
-    "unrolled-bregman-isgm": ("bregman", "isgm"),
-    "unrolled-bregman-bcd": ("bregman", "bcd"),
-    "unrolled-mac-isgm": ("quadratic", "isgm"),
-    "unrolled-mac-bcd": ("quadratic", "bcd"),
+    "bregman-isgm": ("bregman", "isgm"),
+    "bregman-bcd": ("bregman", "bcd"),
+    "mac-isgm": ("quadratic", "isgm"),
+    "mac-bcd": ("quadratic", "bcd"),
 }
+
+
+def is_unrolled(model) -> bool:
+    """Whether ``model`` is an unrolled network (lifted form and known state Lipschitz constants)."""
+    return hasattr(model, "lifted_layers") and hasattr(model, "state_lipschitz")
 
 
 class UnrolledLiftedTrainer:
@@ -71,7 +78,7 @@ class UnrolledLiftedTrainer:
     >>> op = make_operator("denoising", 8)
     >>> x = torch.rand(16, 1, 8, 8); y = x + 0.1 * torch.randn(16, 1, 8, 8)
     >>> net = build_model("proxgrad", op, iterations=2, init="adjoint")
-    >>> h = fit(net, (y, x), method="unrolled-bregman-isgm", epochs=2, progress=False, batch_size=8)
+    >>> h = fit(net, (y, x), method="bregman-isgm", epochs=2, progress=False, batch_size=8)
     >>> len(h), h.last["objective"] > 0
     (2, True)
 
@@ -369,7 +376,7 @@ def _make(name: str, penalty: str, scheme: str):
             ),
         },
     )
-    register_method(name, cls)
+    register_method(name, cls, applies_to=is_unrolled)
     return cls
 
 

@@ -16,7 +16,7 @@ Front. Appl. Math. Stat. 9, 2023, inverts the same two kinds of network):
   gives a learned reference reconstruction ``D(f)``. (Inverting the decoder -- recovering a code from an
   image -- is over-determined and insensitive to the regulariser; ``target="decoder"`` builds it too.)
 * :func:`unrolled_recipe` -- an unrolled proximal-gradient deblurring network from
-  :mod:`liftinv.unrolled_nets` when that module is present (optional): invert it to recover the blurred
+  :mod:`liftinv.models` when that module is present (optional): invert it to recover the blurred
   measurement from the reconstruction.
 
 :func:`get_recipe` returns an :class:`InversionProblem` (the network, ground-truth test inputs, shapes and
@@ -350,7 +350,7 @@ def autoencoder(
 def unrolled_recipe(
     image_size: int = 16, iterations: int = 3, sigma: float = 1.0, seed: int = 0, **kwargs: Any
 ) -> nn.Module:
-    """An unrolled proximal-gradient deblurring network (:class:`liftinv.unrolled_nets.UnrolledProxGrad`).
+    """An unrolled proximal-gradient deblurring network (:class:`liftinv.models.UnrolledProxGrad`).
 
     Built with the unrolled-networks module (another part of liftinv) for a Gaussian blur of width
     ``sigma`` on ``image_size x image_size`` images, ``iterations`` unrolled iterations, at its seeded
@@ -361,15 +361,15 @@ def unrolled_recipe(
     Raises
     ------
     ImportError
-        When ``liftinv.unrolled_nets`` or ``liftinv.operators.Blur`` is not available.
+        When ``liftinv.models`` or ``liftinv.operators.Blur`` is not available.
     """
     try:
-        nets = importlib.import_module("liftinv.unrolled_nets")
+        nets = importlib.import_module("liftinv.models")
         ops = importlib.import_module("liftinv.operators")
         Blur = ops.Blur
     except (ImportError, AttributeError) as exc:
         raise ImportError(
-            f"the 'unrolled' recipe needs liftinv.unrolled_nets and liftinv.operators.Blur: {exc}"
+            f"the 'unrolled' recipe needs liftinv.models and liftinv.operators.Blur: {exc}"
         ) from None
     torch.manual_seed(int(seed))
     net = nets.UnrolledProxGrad(Blur(image_size, sigma=sigma), iterations=iterations, **kwargs)
@@ -481,7 +481,7 @@ def _unrolled_problem(image_size: int = 16, seed: int = 0, n_images: int = 2, **
     )
 
 
-#: recipe name -> builder of an :class:`InversionProblem` ("unrolled" needs liftinv.unrolled_nets)
+#: recipe name -> builder of an :class:`InversionProblem` ("unrolled" needs liftinv.models)
 RECIPES: dict[str, Callable[..., InversionProblem]] = {
     "perceptron": _perceptron_problem,
     "autoencoder": _autoencoder_problem,

@@ -17,7 +17,6 @@ gives the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import random
@@ -32,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from liftinv.training.registry import get_trainer
+
 __all__ = [
     "History",
     "seed_everything",
@@ -45,10 +46,6 @@ __all__ = [
     "epoch_generator",
     "minibatches",
     "fit",
-    "register_method",
-    "METHOD_MODULES",
-    "available_methods",
-    "BackpropTrainer",
     "save_checkpoint",
     "load_checkpoint",
 ]
@@ -307,58 +304,6 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# method registry
-# ---------------------------------------------------------------------------------------------------------
-#: method name -> module that registers it on import
-METHOD_MODULES: dict[str, str] = {
-    "backprop-sgd": "liftinv.training",
-    "backprop-adam": "liftinv.training",
-    "mac-bcd": "liftinv.solvers",
-    "fenchel-bcd": "liftinv.solvers",
-    "bregman-bcd": "liftinv.solvers",
-    "bregman-accel": "liftinv.solvers",
-    "bregman-adaptive": "liftinv.solvers",
-    "bregman-isgm": "liftinv.solvers",
-    "mac-isgm": "liftinv.solvers",
-    "ftprop-softhinge": "liftinv.ftprop",
-    "ftprop-hinge": "liftinv.ftprop",
-    "sste": "liftinv.ftprop",
-    "ste": "liftinv.ftprop",
-    "ftprop-exact": "liftinv.ftprop",
-    "unrolled-bregman-isgm": "liftinv.unrolled",
-    "unrolled-bregman-bcd": "liftinv.unrolled",
-    "unrolled-mac-isgm": "liftinv.unrolled",
-    "unrolled-mac-bcd": "liftinv.unrolled",
-}
-
-_METHODS: dict[str, type] = {}
-
-
-def register_method(name: str, trainer_cls: type | None = None):
-    """Register a trainer class under ``name`` (usable as a decorator)."""
-
-    def deco(cls):
-        _METHODS[name] = cls
-        return cls
-
-    return deco(trainer_cls) if trainer_cls is not None else deco
-
-
-def available_methods() -> list[str]:
-    return sorted(METHOD_MODULES)
-
-
-def get_trainer(method: str) -> type:
-    if method not in METHOD_MODULES and method not in _METHODS:
-        raise ValueError(f"unknown method {method!r}; available: {', '.join(available_methods())}")
-    if method not in _METHODS:
-        importlib.import_module(METHOD_MODULES[method])
-    if method not in _METHODS:
-        raise ValueError(f"method {method!r} is not implemented by {METHOD_MODULES[method]}")
-    return _METHODS[method]
-
-
-# ---------------------------------------------------------------------------------------------------------
 # the shared epoch loop
 # ---------------------------------------------------------------------------------------------------------
 def fit(
@@ -420,7 +365,7 @@ def fit(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-    trainer_cls = get_trainer(method)
+    trainer_cls = get_trainer(method, model)
     dev = resolve_device(device)
     seed_everything(seed)
     X, Y = as_tensors(train, "train")
@@ -481,101 +426,3 @@ def fit(
                 },
             )
     return history
-
-
-# ---------------------------------------------------------------------------------------------------------
-# back-propagation baselines
-# ---------------------------------------------------------------------------------------------------------
-class BackpropTrainer:
-    """Back-propagation baseline: mini-batch SGD (momentum 0.9) or Adam on the nested loss.
-
-    The same network, loss and data as the lifted trainers, so the comparison is like for like.
-
-    Options: ``lr`` (default 0.1 for SGD, 1e-3 for Adam), ``batch_size`` (default 64), ``weight_decay``,
-    and a step schedule: the step size of (0-based) epoch ``e`` is
-    ``lr * lr_decay ** #{m in lr_decay_epochs : e >= m}``, i.e. it is multiplied by ``lr_decay`` (default
-    0.1) after ``m`` epochs for every ``m`` in ``lr_decay_epochs`` (default: none, a constant step). The
-    step size depends on the epoch number only, so a run resumed from a checkpoint follows the same
-    schedule. Friesen & Domingos (ICLR 2018) train with Adam, weight decay 5e-4, and decay the step by 0.1
-    after 200 and 250 of 300 epochs.
-    """
-
-    optimizer_name = "adam"
-
-    def __init__(
-        self,
-        model,
-        X,
-        Y,
-        *,
-        loss="mse",
-        seed=0,
-        lr=None,
-        batch_size=64,
-        weight_decay=0.0,
-        momentum=0.9,
-        lr_decay_epochs=(),
-        lr_decay=0.1,
-    ):
-        _check_batch_size(batch_size)
-        if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
-            raise ValueError(f"lr must be positive, got {lr!r}")
-        if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
-        milestones = tuple(lr_decay_epochs or ())
-        if any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in milestones):
-            raise ValueError(f"lr_decay_epochs must be positive epoch counts (ints), got {lr_decay_epochs!r}")
-        if not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
-            raise ValueError(f"lr_decay must be a factor in (0, 1], got {lr_decay!r}")
-        self.lr_decay_epochs, self.lr_decay = milestones, float(lr_decay)
-        self.model, self.X, self.loss = model, X, loss
-        was_training = model.training
-        model.eval()  # probe the output size without touching batch-norm statistics
-        with torch.no_grad():
-            n_out = model(X[:1]).shape[1]
-        model.train(was_training)
-        self.T = targets_for_loss(Y, n_out, loss, X.dtype)
-        self.batch_size = batch_size
-        params = [p for p in model.parameters() if p.requires_grad]
-        if self.optimizer_name == "sgd":
-            self.opt = torch.optim.SGD(
-                params, lr=0.1 if lr is None else lr, momentum=momentum, weight_decay=weight_decay
-            )
-        else:
-            self.opt = torch.optim.Adam(params, lr=1e-3 if lr is None else lr, weight_decay=weight_decay)
-        self.base_lr = self.opt.param_groups[0]["lr"]
-
-    def lr_at(self, epoch: int) -> float:
-        """Step size of the 0-based ``epoch`` under the step schedule (see the class docstring)."""
-        return self.base_lr * self.lr_decay ** sum(epoch >= m for m in self.lr_decay_epochs)
-
-    def run_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
-        for group in self.opt.param_groups:
-            group["lr"] = self.lr_at(epoch)
-        total = 0.0
-        for idx in minibatches(self.X.shape[0], self.batch_size, generator):
-            idx = idx.to(self.X.device)
-            self.opt.zero_grad(set_to_none=True)
-            value = nested_loss(self.model(self.X[idx]), self.T[idx], self.loss)
-            value.backward()
-            self.opt.step()
-            total += float(value.detach()) * idx.numel()
-        return {"objective": total / self.X.shape[0]}
-
-    def state_dict(self):
-        return {"optimizer": self.opt.state_dict()}
-
-    def load_state_dict(self, d):
-        self.opt.load_state_dict(d["optimizer"])
-
-
-@register_method("backprop-adam")
-class BackpropAdam(BackpropTrainer):
-    __doc__ = BackpropTrainer.__doc__
-    optimizer_name = "adam"
-
-
-@register_method("backprop-sgd")
-class BackpropSGD(BackpropTrainer):
-    __doc__ = BackpropTrainer.__doc__
-    optimizer_name = "sgd"

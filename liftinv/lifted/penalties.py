@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from liftinv.activations import ProximalActivation, ReLU, get_activation
+from liftinv.lifted.activations import ProximalActivation, ReLU, get_activation
 
 __all__ = ["Penalty", "BregmanPenalty", "QuadraticPenalty", "FenchelPenalty", "PENALTIES", "make_penalty"]
 

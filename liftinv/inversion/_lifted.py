@@ -1,0 +1,204 @@
+"""Lifted Bregman inversion (P2): PDHG or Adam on the input, block steps on the states."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import Tensor
+
+from liftinv.inversion._common import (
+    _PATIENCE,
+    InversionResult,
+    _adam_step,
+    _Context,
+    _end_iteration,
+    _half_sq_dist,
+    _InputStep,
+    _project_domain,
+    _record,
+    _rel_change,
+    _start_clock,
+    _stop_clock,
+)
+from liftinv.lifted.network import LiftedNetwork, lift
+from liftinv.lifted.norms import lipschitz_state
+
+
+# lifted inversion
+# ---------------------------------------------------------------------------------------------------------
+class _Preactivations:
+    """Pre-activations ``z_m = K_m(x_{inputs(m)})`` with their autograd graphs, recomputed only when stale.
+
+    An entry is valid while every input state is the same tensor object (state updates replace tensors),
+    so in a top-down sweep each layer is applied once per outer iteration and its graph serves both the
+    prox centre of state m and the gradient ``K_m^T r`` of the states feeding it (one forward and one
+    vector-Jacobian product per layer, as in back-propagation).
+    """
+
+    def __init__(self, net: LiftedNetwork, states: list[Tensor]):
+        self.net, self.states = net, states
+        self.cache: dict[int, tuple[tuple[Tensor, ...], list[Tensor], Tensor]] = {}
+
+    def get(self, m: int) -> tuple[Tensor, list[Tensor]]:
+        layer = self.net.layers[m - 1]
+        current = tuple(self.states[j] for j in layer.inputs)
+        hit = self.cache.get(m)
+        if hit is not None and all(a is b for a, b in zip(hit[0], current)):
+            return hit[2], hit[1]
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(True) for t in current]
+            z = layer(*leaves)
+        self.cache[m] = (current, leaves, z)
+        return z, leaves
+
+    def input_gradient(self, l: int) -> Tensor:
+        """sum_{m consumes l} lambda_m K_{m,l}^T (sigma_m(z_m) - x_m): gradient of the penalties in x_l."""
+        net = self.net
+        g = None
+        for m in net.consumers[l]:
+            z, leaves = self.get(m)
+            with torch.no_grad():
+                r = net.penalties[m - 1].weight * (net.layers[m - 1].activation(z.detach()) - self.states[m])
+            pos = net.layers[m - 1].inputs.index(l)
+            (gm,) = torch.autograd.grad(z, leaves[pos], grad_outputs=r, retain_graph=True)
+            g = gm if g is None else g + gm
+        return g
+
+
+class _AdamInputStep:
+    """Adam on the input block: gradient ``g`` of the smooth part plus that of the smoothed ``alpha J``."""
+
+    def __init__(self, ctx: _Context, u: Tensor, lr: float, eps: float):
+        self.ctx, self.eps = ctx, eps
+        self.x = u.detach().clone().requires_grad_(True)
+        self.opt = torch.optim.Adam([self.x], lr=lr)
+
+    def step(self, u: Tensor, g: Tensor) -> Tensor:
+        with torch.enable_grad():
+            r = self.ctx.reg_value(self.x, self.eps).sum()
+            gr = torch.autograd.grad(r, self.x)[0] if r.requires_grad else torch.zeros_like(g)
+        _adam_step(self.opt, self.x, g + gr, self.ctx.box)
+        return self.x.detach().clone()
+
+
+def _invert_lifted(
+    ctx: _Context, u: Tensor, lambdas, coupling: str, solver: str, lr: float, tv_eps: float
+) -> InversionResult:
+    net = lift(ctx.model, last="free", penalty="bregman", lambdas=lambdas)
+    L = net.depth
+    if any(lam <= 0 for lam in net.lambdas):
+        raise ValueError(f"lambdas must be > 0 for inversion, got {net.lambdas}")
+    f = ctx.f
+    clipped = 0
+    target = f
+    if coupling == "hard":
+        target, clipped = _project_domain(net.layers[-1].activation, f)
+    states = net.init_states(u)
+    if coupling == "hard":
+        states[L] = target.clone()
+    cache: dict = {}
+    # the weights are fixed: safe steps 1/L_l with L_l = sum_m lambda_m ||K_m||^2 are computed once
+    # (power iterations from the global RNG: seeded here, without touching the caller's RNG state)
+    with torch.random.fork_rng(devices=[ctx.dev] if ctx.dev.type == "cuda" else []):
+        torch.manual_seed(ctx.seed)
+        lip_u = lipschitz_state(net, states, 0, cache, iters=30)
+        steps = {l: 1.0 / lipschitz_state(net, states, l, cache, iters=30) for l in range(1, L)}
+    lip_step = lip_u
+    if L == 1 and coupling == "relaxed" and net.layers[0].inputs == (0,):
+        # x_1 is minimised exactly right before every input step, so the input step is a (proximal)
+        # gradient step on the marginal e(u) = min_{x_1} [...], whose per-unit curvature in z is at most
+        # lambda max(1, lambda) / (1 + lambda) (instead of lambda): a larger safe step, kept 5% inside.
+        lam = net.lambdas[0]
+        lip_step = lip_u / max(1.0, min(1.9, 0.95 * (1 + lam) / max(1.0, lam)))
+    if solver == "pdhg":
+        stepper = _InputStep(ctx, lip_step, u)
+    else:
+        stepper = _AdamInputStep(ctx, u, lr, tv_eps)
+    pen_L = net.penalties[-1]
+    lam_L = pen_L.weight
+    zs = _Preactivations(net, states)
+
+    def sweep():
+        """States top-down: x_L exactly (relaxed), then x_{L-1}..x_1 by forward-backward steps."""
+        if coupling == "relaxed":
+            z, _ = zs.get(L)
+            with torch.no_grad():
+                states[L] = pen_L.prox_state(f + lam_L * z.detach(), lam_L)
+        for l in range(L - 1, 0, -1):
+            z, _ = zs.get(l)
+            g = zs.input_gradient(l) - net.penalties[l - 1].weight * z.detach()
+            pen = net.penalties[l - 1]
+            mu = steps[l]
+            with torch.no_grad():
+                states[l] = pen.prox_state(states[l] - mu * g, mu * pen.weight)
+
+    def record(it, t):
+        with torch.no_grad():
+            parts = _lifted_parts(net, states, target)
+        return _record(ctx, hist, it, t, states[0], parts["data"], penalty=parts["penalty"])
+
+    hist: dict[str, list[float]] = {}
+    converged = False
+    it = 0
+    record(0, 0.0)
+    bar, t0 = _start_clock(ctx, f"lifted ({coupling})")
+    calm = 0
+    for it in range(1, ctx.max_iter + 1):
+        before = list(states)  # state updates replace tensors, so these references keep the old values
+        sweep()
+        g = zs.input_gradient(0)
+        with torch.no_grad():
+            un = stepper.step(states[0], g)
+            states[0] = un
+            change = _rel_change([(states[l], before[l]) for l in range(L + 1)]) if ctx.tol > 0 else 1.0
+        logged = it % ctx.log_every == 0 and it < ctx.max_iter
+        if logged:
+            record(it, time.perf_counter() - t0)
+        diverged = f"lifted inversion diverged at iteration {it} (non-finite input)"
+        calm = _end_iteration(ctx, bar, hist, logged, change, calm, diverged)
+        if calm >= _PATIENCE:
+            converged = True
+            break
+    elapsed = _stop_clock(ctx, bar, t0)
+    sweep()  # states consistent with the final input
+    objective, residual = record(it, elapsed)
+    zs.cache.clear()
+    info = {
+        "coupling": coupling,
+        "solver": solver,
+        "lambdas": net.lambdas,
+        "depth": L,
+        "step": 1.0 / lip_step,
+        "lipschitz": lip_u,
+        "state_steps": steps,
+        "clipped": clipped,
+        "regulariser": ctx.regulariser,
+        "states": [s.detach() for s in states[1:]],
+    }
+    return InversionResult(
+        u=states[0].detach(),
+        history=hist,
+        iterations=it,
+        time=elapsed,
+        residual=residual,
+        objective=objective,
+        method="lifted",
+        converged=converged,
+        info=info,
+    )
+
+
+def _lifted_parts(net: LiftedNetwork, states, y) -> dict[str, Tensor]:
+    """Per-sample data term 1/2||x_L - y||^2 and the lambda-weighted Bregman penalties (all layers)."""
+    L = net.depth
+    n = states[0].shape[0]
+    pen = torch.zeros(n, device=states[0].device, dtype=states[0].dtype)
+    for l in range(1, L + 1):
+        z = net.preactivation(l, states)
+        p = net.penalties[l - 1]
+        pen = pen + p.weight * p.value(states[l], z)
+    return {"data": _half_sq_dist(states[L], y), "penalty": pen}
+
+
+# ---------------------------------------------------------------------------------------------------------
