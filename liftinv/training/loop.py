@@ -22,7 +22,6 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from liftinv.metrics import History
 from liftinv.training.registry import get_trainer
 
 __all__ = [
@@ -252,35 +252,6 @@ def minibatches(n: int, batch_size: int | None, generator: torch.Generator | Non
 # ---------------------------------------------------------------------------------------------------------
 # history and checkpoints
 # ---------------------------------------------------------------------------------------------------------
-@dataclass
-class History:
-    """Per-epoch record of a training run: ``records[e]`` is a dict (epoch, objective parts, metrics, time)."""
-
-    method: str = ""
-    records: list[dict[str, Any]] = field(default_factory=list)
-
-    def append(self, **record) -> None:
-        self.records.append(dict(record))
-
-    def __getitem__(self, key: str) -> list:
-        """Column ``key`` over epochs (``None`` where an epoch did not record it)."""
-        return [r.get(key) for r in self.records]
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    @property
-    def last(self) -> dict[str, Any]:
-        return self.records[-1] if self.records else {}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "records": self.records}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> History:
-        return cls(method=d.get("method", ""), records=list(d.get("records", [])))
-
-
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Write ``payload`` with ``torch.save`` atomically (a crash never leaves a half-written file)."""
     path = Path(path)
