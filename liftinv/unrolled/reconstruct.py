@@ -50,6 +50,8 @@ def reconstruct(
 
     Examples
     --------
+    >>> import torch
+    >>> from liftinv.models import build_model
     >>> from liftinv.operators import make_operator
     >>> op = make_operator("blur", 16)
     >>> y = op.A(torch.rand(1, 1, 16, 16))
