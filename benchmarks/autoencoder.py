@@ -52,10 +52,10 @@ def autoencoder(seed: int, hidden: int = 128, code: int = 128, theta: float = 0.
 
 def noisy_digits(sigma: float, noise_seed: int = 123, split_seed: int = 0):
     """``(noisy_train, clean_train, noisy_test, clean_test)``: digits / 16, 30% held out, fixed noise."""
-    from sklearn.datasets import load_digits
+    from liftinv.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    X = torch.tensor(load_digits().data / 16.0, dtype=torch.float32)
+    X = load_digits()[0].reshape(-1, 64)
     tr, te = train_test_split(torch.arange(X.shape[0]).numpy(), test_size=0.3, random_state=split_seed)
     Xtr, Xte = X[torch.as_tensor(tr)], X[torch.as_tensor(te)]
     g = torch.Generator().manual_seed(noise_seed)
@@ -68,9 +68,10 @@ def noisy_digits(sigma: float, noise_seed: int = 123, split_seed: int = 0):
 
 
 def psnr(estimate, clean) -> float:
-    """Mean over images of 10 log10(1 / MSE) (peak value 1)."""
-    mse = (estimate - clean).pow(2).reshape(clean.shape[0], -1).mean(1).clamp(min=1e-12)
-    return float((10 * torch.log10(1.0 / mse)).mean())
+    """Mean over images of :func:`liftinv.metrics.psnr` (peak value 1, no clipping)."""
+    from liftinv.metrics import psnr as psnr_per_image
+
+    return float(psnr_per_image(estimate, clean).mean())
 
 
 def main(argv=None) -> int:

@@ -107,12 +107,11 @@ def load_data(mnist: str | None, split_seed: int = 0):
         Xte, Yte = load_mnist(mnist, "test")
         Xtr, Xte = Xtr.reshape(Xtr.shape[0], -1).float(), Xte.reshape(Xte.shape[0], -1).float()
         return Xtr, Ytr.long(), Xte, Yte.long(), (784, 128, 128, 10)
-    from sklearn.datasets import load_digits
+    from liftinv.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    d = load_digits()
-    X = torch.tensor(d.data / 16.0, dtype=torch.float32)
-    Y = torch.tensor(d.target, dtype=torch.long)
+    X, Y = load_digits()
+    X = X.reshape(len(X), -1)
     Xtr, Xte, Ytr, Yte = train_test_split(X, Y, test_size=0.3, random_state=split_seed, stratify=Y)
     return Xtr, Ytr, Xte, Yte, (64, 128, 128, 10)
 

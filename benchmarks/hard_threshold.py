@@ -120,13 +120,11 @@ SELECT_SEED0 = 1000  # selection seeds are 1000, 1001, ... (the reported seeds a
 # ---------------------------------------------------------------------------------------------------------
 def load_digits_split():
     """8x8 digits as ``[N, 1, 8, 8]`` floats in [0, 1]; 30% held out (stratified, ``random_state=0``)."""
-    from sklearn.datasets import load_digits
+    from liftinv.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    d = load_digits()
-    X = torch.tensor(d.data / 16.0, dtype=torch.float32).reshape(-1, 1, 8, 8)
-    y = torch.tensor(d.target, dtype=torch.long)
-    tr, te = train_test_split(np.arange(len(y)), test_size=0.3, random_state=0, stratify=d.target)
+    X, y = load_digits()
+    tr, te = train_test_split(np.arange(len(y)), test_size=0.3, random_state=0, stratify=y.numpy())
     return (X[tr], y[tr]), (X[te], y[te])
 
 

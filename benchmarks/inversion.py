@@ -85,11 +85,11 @@ def noisy(f0: torch.Tensor, delta: float, seed: int) -> torch.Tensor:
 
 
 def metrics(x: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    from deepinv.loss.metric import PSNR, SSIM
+    from liftinv.metrics import psnr, ssim
 
     x = x.detach().cpu().float().clamp(0, 1)
     truth = truth.detach().cpu().float()
-    return PSNR(max_pixel=1)(x, truth), SSIM()(x, truth)
+    return psnr(x, truth), ssim(x, truth)
 
 
 def study(name, model, inputs, alphas, iters, device, methods, seed=0, reference=None, progress=False):
@@ -177,11 +177,14 @@ def study(name, model, inputs, alphas, iters, device, methods, seed=0, reference
 
 def timing_64(iters: int, device, threads_list=(1, 2), repeats: int = 1, size: int = 64, features: int = 512):
     """Wall time of inverting 64 outputs of the perceptron at invert()'s defaults, methods alternating."""
+    from liftinv.datasets import random_phantoms, shepp_logan
+
     from liftinv.inversion import invert
-    from liftinv.inversion.recipes import perceptron, phantoms, shepp_logan
+    from liftinv.inversion.recipes import perceptron
 
     net = perceptron(size, features).to(device)
-    imgs = torch.cat([shepp_logan(size), phantoms(63, size, seed=5)]).to(device)
+    imgs = torch.cat([shepp_logan(size, source="skimage"), random_phantoms(63, size, seed=5, kind="mixed")])
+    imgs = imgs.to(device)
     with torch.no_grad():
         f = noisy(net(imgs), 0.02, 7)
     rows = []

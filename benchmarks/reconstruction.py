@@ -37,10 +37,10 @@ TUNE_GRID = {
 
 
 def _metrics(x_hat: torch.Tensor, x: torch.Tensor) -> tuple[float, float]:
-    from deepinv.loss.metric import PSNR, SSIM
+    from liftinv.metrics import psnr, ssim
 
     clipped = x_hat.clamp(0.0, 1.0)
-    return float(PSNR(max_pixel=1.0)(clipped, x)), float(SSIM()(clipped, x))
+    return float(psnr(clipped, x)), float(ssim(clipped, x))
 
 
 def table(size: int, noise: float, image: str, operators: list[str]) -> list[dict]:

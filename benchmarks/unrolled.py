@@ -70,8 +70,10 @@ TV_ALPHAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.2)
 # metrics and memory
 # ---------------------------------------------------------------------------------------------------------
 def psnr_per_image(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    mse = (x.detach().cpu().clamp(0, 1) - ref).pow(2).flatten(1).mean(1).clamp(min=1e-12)
-    return -10 * torch.log10(mse)
+    """:func:`liftinv.metrics.psnr` of ``x`` clipped to [0, 1] (the image range), per image."""
+    from liftinv.metrics import psnr
+
+    return psnr(x.detach().cpu().clamp(0, 1), ref)
 
 
 def psnr_summary(x_hat: torch.Tensor, data) -> dict:

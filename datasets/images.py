@@ -1,4 +1,7 @@
-"""Single images: scikit-image's bundled images, analytic phantoms, or image files; and a folder loader.
+"""Single images: scikit-image's bundled images, generated phantoms, or image files; folders of images.
+
+The one image-file list (:data:`IMAGE_EXTENSIONS`, :func:`list_images`) and the one grayscale image loader
+(:func:`load_image`) of liftinv.
 
 Only the scikit-image images that ship with the package are listed in :data:`BUNDLED_IMAGES` (checked
 with scikit-image 0.26: they load offline). ``brain``, ``cells3d``, ``eagle``, ``human_mitosis``,
@@ -18,12 +21,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .phantoms import shepp_logan
+from .phantoms import _size_pair, random_phantoms, shepp_logan
 
 __all__ = [
     "BUNDLED_IMAGES",
     "GENERATED_IMAGES",
     "IMAGE_EXTENSIONS",
+    "list_images",
     "load_image",
     "ImageFolder",
     "to_gray_float",
@@ -57,8 +61,9 @@ BUNDLED_IMAGES: tuple[str, ...] = (
     "text",
 )
 
-#: images generated analytically at the requested size (see :mod:`liftinv.datasets.phantoms`)
-GENERATED_IMAGES: tuple[str, ...] = ("shepp_logan",)
+#: images generated at the requested size (see :mod:`liftinv.datasets.phantoms`): the analytic Shepp-Logan
+#: phantom, and a 2 x 2 mosaic of random-ellipse phantoms (``random_phantoms(4, seed=0)``)
+GENERATED_IMAGES: tuple[str, ...] = ("shepp_logan", "phantoms")
 
 #: file extensions read by :func:`load_image` and :class:`ImageFolder`
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".npy")
@@ -110,6 +115,50 @@ def to_gray_float(image: np.ndarray, source: str = "image") -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{source}: the image contains non-finite values (nan or inf)")
     return np.clip(array, 0.0, 1.0)
+
+
+def list_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
+    """The image files of a folder: extension in :data:`IMAGE_EXTENSIONS` (any case), sorted by path.
+
+    Parameters
+    ----------
+    folder : str or path-like
+        The folder.
+    recursive : bool, default True
+        Also list the files of its sub-folders (at any depth).
+
+    Returns
+    -------
+    list of pathlib.Path
+        Possibly empty.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``folder`` is not a directory.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ("b.PNG", "a.npy", "notes.txt"):
+    ...     _ = (root / name).write_bytes(b"")
+    >>> [p.name for p in list_images(root)]
+    ['a.npy', 'b.PNG']
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {str(root)!r}: no such directory")
+    files = root.rglob("*") if recursive else root.iterdir()
+    return sorted(p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def _phantom_mosaic(size: int | Sequence[int]) -> Tensor:
+    # Four random-ellipse phantoms (seed 0) of half the size, in a 2 x 2 mosaic; odd sides are cropped.
+    height, width = _size_pair(size)
+    tiles = random_phantoms(4, (-(-height // 2), -(-width // 2)), seed=0)[:, 0]
+    mosaic = torch.cat([torch.cat([tiles[0], tiles[1]], 1), torch.cat([tiles[2], tiles[3]], 1)], 0)
+    return mosaic[:height, :width][None, None]
 
 
 def _resize(image: np.ndarray, size: int | Sequence[int] | None) -> np.ndarray:
@@ -184,14 +233,16 @@ def load_image(
     Parameters
     ----------
     name_or_path : str or path-like
-        A name from :data:`BUNDLED_IMAGES` (e.g. ``"camera"``), ``"shepp_logan"`` (generated analytically at
-        ``size``), or the path of an image file (PNG, JPEG, TIFF, BMP, GIF) or ``.npy`` array. An existing
-        file takes precedence over a bundled name.
+        A name from :data:`BUNDLED_IMAGES` (e.g. ``"camera"``), a generated image (:data:`GENERATED_IMAGES`,
+        made at ``size``): ``"shepp_logan"`` (analytic, :func:`~liftinv.datasets.shepp_logan`) or
+        ``"phantoms"`` (a 2 x 2 mosaic of the random-ellipse phantoms ``random_phantoms(4, seed=0)``, each
+        of half the size; odd sides are cropped), or the path of an image file (PNG, JPEG, TIFF, BMP,
+        GIF) or ``.npy`` array. An existing file takes precedence over a bundled name.
     size : int or (H, W), optional
         Output size. An int centre-crops to a square and resizes (keeping the aspect ratio); a pair resizes
         to exactly ``(H, W)``. Shrinking averages blocks of pixels by the integer part of the scale, then
         resizes bilinearly with anti-aliasing. Default: the native size
-        (``shepp_logan``: 128).
+        (generated images: 128).
     dtype : torch.dtype, default torch.float32
         Floating dtype of the result.
 
@@ -223,8 +274,10 @@ def load_image(
     path = Path(name_or_path)
     if path.is_file():
         image = to_gray_float(_read_file(path), f"load_image: {path}")
-    elif str(name_or_path) in GENERATED_IMAGES:
+    elif str(name_or_path) == "shepp_logan":
         return shepp_logan(128 if size is None else size).to(dtype)
+    elif str(name_or_path) == "phantoms":
+        return _phantom_mosaic(128 if size is None else size).to(dtype)
     elif str(name_or_path) in BUNDLED_IMAGES:
         from skimage import data
 
@@ -241,7 +294,8 @@ def load_image(
 class ImageFolder(Dataset):
     """Grayscale images from a user folder, resized, as a torch ``Dataset`` of ``[1, H, W]`` tensors.
 
-    Files with an extension in :data:`IMAGE_EXTENSIONS` are collected (recursively) and sorted by path.
+    Files with an extension in :data:`IMAGE_EXTENSIONS` are collected (recursively, :func:`list_images`) and
+    sorted by path.
     If the images sit in sub-folders, each top-level sub-folder is a class (as torchvision's
     ``ImageFolder``): ``classes`` lists them and ``targets`` gives each image's class index.
 
@@ -284,9 +338,7 @@ class ImageFolder(Dataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"ImageFolder: no such directory: {self.root}")
-        self.paths = sorted(
-            p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
+        self.paths = list_images(self.root)
         if not self.paths:
             raise ValueError(
                 f"ImageFolder: no image files in {self.root} (expected extensions {', '.join(IMAGE_EXTENSIONS)})"

@@ -16,6 +16,9 @@ __all__ = ["MeasurementDataset"]
 class MeasurementDataset(Dataset):
     """Pairs ``(x_i, y_i)`` with ``y_i = N(A x_i)``, the noise of sample ``i`` fixed by ``(seed, i)``.
 
+    The measurements are ``operator.measure(x_i, noise, seed=sample_seed(i))`` (the operator's own
+    simulation, so inpainting keeps missing pixels at 0), or ``A x_i`` without noise.
+
     The same index always gives the same noise, in any order, in any worker process and on any device
     (noise is drawn on the CPU with a generator seeded from ``(seed, i)`` through
     :class:`numpy.random.SeedSequence`), so a dataset is reproducible and a training/validation split
@@ -100,7 +103,8 @@ class MeasurementDataset(Dataset):
                 f"got {list(x.shape) if isinstance(x, Tensor) else type(x).__name__}"
             )
         with torch.no_grad():
-            y = self.operator.A(x[None])
-            if self.noise is not None:
-                y = self.operator._restrict_noise(self.noise(y, seed=self.sample_seed(index)))
+            if self.noise is None:
+                y = self.operator.A(x[None])
+            else:
+                y = self.operator.measure(x[None], self.noise, seed=self.sample_seed(index))
         return x, y[0]

@@ -32,10 +32,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class CLIError(Exception):
-    """An error the CLI reports as one line (no traceback)."""
-
-
 def _one_line_errors(parser: argparse.ArgumentParser, name: str) -> None:
     """Make argparse report bad arguments of a sub-command as one line (no usage block), exit status 2."""
 
@@ -74,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"liftinv.commands.{COMMANDS[args.command][0]}")
     try:
         return int(module.run(args) or 0)
-    except (CLIError, ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"liftinv {args.command}: error: {msg}", file=sys.stderr)
         return 1

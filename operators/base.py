@@ -9,7 +9,12 @@ Every operator maps images ``x`` of shape ``[B, C, H, W]`` to measurements ``y =
 * ``prox_l2(z, y, gamma)``: ``argmin_x gamma/2 ||A x - y||^2 + 1/2 ||x - z||^2``;
 * ``norm()``: the operator norm ``||A||`` (not its square), by power iteration, cached;
 * ``describe()``: a small JSON-able dict such that ``make_operator(**op.describe())`` rebuilds ``op``;
-* ``forward(x)`` (i.e. ``op(x)``): ``A x`` followed by the operator's ``noise_model`` (deepinv convention).
+* ``forward(x)`` (i.e. ``op(x)``): ``A x`` followed by the operator's ``noise_model`` (deepinv convention);
+* ``measure(x, noise, seed=... | generator=...)``: simulated noisy measurements (the one simulation in liftinv).
+
+:class:`DiagonalOperator` is the base of the pixel-wise operators (``A = diag(m)``: inpainting, denoising),
+like deepinv's :class:`~deepinv.physics.DecomposablePhysics` with ``U = V = I``: closed-form adjoint,
+pseudo-inverse, proximal map and norm, and noise kept off the unmeasured pixels.
 
 Operators follow the dtype and device of their input: a float64 input gives a float64 output even if the
 operator's buffers are float32 (``op.double()`` or ``op.to(device)`` move the buffers, as for any
@@ -29,7 +34,7 @@ from torch import Tensor
 
 from .linalg import conjugate_gradient, power_method
 
-__all__ = ["LinearOperator", "normalize_image_size"]
+__all__ = ["LinearOperator", "DiagonalOperator", "normalize_image_size"]
 
 
 def _identity(x: Any, *args: Any, **kwargs: Any) -> Any:
@@ -231,24 +236,46 @@ class LinearOperator(LinearPhysics):
         return x
 
     def measure(
-        self, x: Tensor, noise: NoiseModel | float | None = None, *, seed: int | None = None
+        self,
+        x: Tensor,
+        noise: NoiseModel | float | None = None,
+        *,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Simulate measurements ``y = N(A x)``.
+        """Simulate measurements ``y = N(A x)``: the one measurement simulation of liftinv.
+
+        The noise is drawn by the noise model (liftinv's :class:`~liftinv.operators.GaussianNoise` and
+        :class:`~liftinv.operators.PoissonNoise` draw on the CPU and move the draw to ``x``'s device, so a
+        seed or a seeded generator gives the same measurements on every device). Operators with
+        unmeasured entries (:class:`DiagonalOperator` with zeros on its diagonal, e.g. inpainting) keep
+        them at exactly 0.
 
         Parameters
         ----------
         x : Tensor
             Images ``[B, C, H, W]``.
         noise : NoiseModel or float, optional
-            Noise model (a float ``s`` means ``GaussianNoise(s)``); default the operator's ``noise_model``.
+            Noise model (a float ``s`` means ``GaussianNoise(s)``: ``y = A x + s n``, ``n ~ N(0, I)``);
+            default the operator's ``noise_model`` (none unless one was given).
         seed : int, optional
-            Passed to the noise model: the same seed gives the same noise.
+            Draw the noise from a fresh generator seeded with ``seed``: the same seed gives the same noise.
+        generator : torch.Generator, optional
+            Draw the noise from this CPU generator (which advances), e.g. to simulate several batches from
+            one seeded stream. Not with ``seed``; the noise model must accept a ``generator`` keyword (the
+            liftinv noise models do).
 
         Returns
         -------
         Tensor
-            ``[B, *measurement_size]``. Operators whose measurements have structural zeros keep them
-            (inpainting: missing pixels stay 0).
+            ``[B, *measurement_size]``.
+
+        Raises
+        ------
+        TypeError
+            If ``noise`` is neither a noise model, a number nor None.
+        ValueError
+            If both ``seed`` and ``generator`` are given.
 
         Examples
         --------
@@ -257,8 +284,12 @@ class LinearOperator(LinearPhysics):
         >>> op, x = Blur(16, sigma=1.0), torch.rand(1, 1, 16, 16)
         >>> torch.equal(op.measure(x, 0.05, seed=1), op.measure(x, 0.05, seed=1))
         True
+        >>> y = op.measure(x, 0.05, generator=torch.Generator().manual_seed(1))
+        >>> torch.equal(y, op.measure(x, 0.05, seed=1))  # a fresh generator with the same seed
+        True
         """
-        y = self.A(x)
+        if seed is not None and generator is not None:
+            raise ValueError("measure: give either seed or generator, not both")
         if noise is None:
             noise = self.noise_model
         elif isinstance(noise, (int, float)) and not isinstance(noise, bool):
@@ -269,11 +300,15 @@ class LinearOperator(LinearPhysics):
             raise TypeError(
                 f"measure: noise must be a NoiseModel, a float (Gaussian sigma) or None, got {noise!r}"
             )
-        noisy = noise(y) if seed is None else noise(y, seed=seed)
-        return self._restrict_noise(noisy)
+        options: dict[str, Any] = {}
+        if seed is not None:
+            options["seed"] = seed
+        if generator is not None:
+            options["generator"] = generator
+        return self._restrict_noise(noise(self.A(x), **options))
 
     def _restrict_noise(self, y: Tensor) -> Tensor:
-        """Hook: re-impose structural zeros of the measurement after noise (identity by default)."""
+        """Re-impose structural zeros of the measurements after noise (identity; see DiagonalOperator)."""
         return y
 
     # ------------------------------------------------------------------------------------ norm
@@ -337,3 +372,130 @@ class LinearOperator(LinearPhysics):
             text = repr(value)
             items.append(f"{key}={text if len(text) < 60 else text[:57] + '...'}")
         return ", ".join(items)
+
+
+class DiagonalOperator(LinearOperator):
+    """Pixel-wise operator ``A x = m * x`` (a diagonal matrix ``diag(m)``); measurements have the image's shape.
+
+    deepinv's :class:`~deepinv.physics.DecomposablePhysics` with ``U = V = I`` and singular values
+    ``|m|``: everything has a closed form. Entries where ``m = 0`` are not measured (its :attr:`support`
+    is ``m != 0``): :meth:`measure` and ``op(x)`` keep them at exactly 0 after noise, so simulated
+    measurements carry no noise where nothing was observed (e.g. the missing pixels of inpainting).
+
+    Parameters
+    ----------
+    image_size : int or tuple
+        ``n``, ``(H, W)`` or ``(C, H, W)``.
+    mask : float or Tensor, default 1.0
+        The diagonal ``m``, real and finite: a number, or a tensor broadcastable to ``[1, C, H, W]``
+        (``[H, W]``, ``[C, H, W]`` or ``[1, C, H, W]``), stored as the buffer ``mask`` (in the
+        ``state_dict`` for a tensor; a number is rebuilt by the constructor, so it is not).
+    noise_model : deepinv.physics.NoiseModel, optional
+        Noise added by ``op(x)`` (kept off the unmeasured entries).
+
+    Notes
+    -----
+    ``A^T = A``, ``A^T A = diag(m^2)``, ``A^+ y = y / m`` on the support and 0 elsewhere,
+    ``prox_l2(z, y, gamma) = (gamma m y + z) / (gamma m^2 + 1)`` and ``||A|| = max |m|``.
+    Subclasses (:class:`~liftinv.operators.Inpainting`, :class:`~liftinv.operators.Denoising`) set the
+    mask and may override these with cheaper special cases; a plain ``DiagonalOperator`` is not in the
+    :func:`~liftinv.operators.make_operator` registry.
+
+    Examples
+    --------
+    >>> import torch
+    >>> op = DiagonalOperator(4, torch.tensor([[1.0, 0.5, 0.0, 2.0]] * 4))
+    >>> x = torch.ones(1, 1, 4, 4)
+    >>> op.A(x)[0, 0, 0].tolist(), op.A_dagger(op.A(x))[0, 0, 0].tolist(), op.norm()
+    ([1.0, 0.5, 0.0, 2.0], [1.0, 1.0, 0.0, 1.0], 2.0)
+    >>> bool((op.measure(x, 0.1, seed=0)[..., 2] == 0).all())  # unmeasured column: no noise
+    True
+    """
+
+    name = "diagonal"
+
+    def __init__(
+        self,
+        image_size: int | Sequence[int],
+        mask: float | Tensor = 1.0,
+        *,
+        noise_model: NoiseModel | None = None,
+    ) -> None:
+        super().__init__(image_size, noise_model=noise_model)
+        owner = type(self).__name__
+        if isinstance(mask, Tensor) and mask.dim() == 0:
+            mask = float(mask)
+        if isinstance(mask, Tensor):
+            values = mask.detach().to("cpu", torch.get_default_dtype())
+            if values.dim() in (2, 3):
+                values = values.reshape(1, *([1] * (3 - values.dim())), *values.shape)
+            try:
+                shape = torch.broadcast_shapes(values.shape, (1, *self.image_size))
+            except RuntimeError:
+                shape = None
+            if values.dim() != 4 or shape != (1, *self.image_size):
+                raise ValueError(
+                    f"{owner}: mask of shape {list(mask.shape)} does not broadcast to the image "
+                    f"[1, {', '.join(str(s) for s in self.image_size)}]"
+                )
+            persistent = True
+        elif isinstance(mask, (int, float)) and not isinstance(mask, bool):
+            values = torch.tensor(float(mask), dtype=torch.get_default_dtype())
+            persistent = False
+        else:
+            raise TypeError(f"{owner}: mask must be a number or a tensor, got {type(mask).__name__}")
+        if values.is_complex() or not bool(torch.isfinite(values).all()):
+            raise ValueError(f"{owner}: mask must be real and finite")
+        self.register_buffer("mask", values.contiguous(), persistent=persistent)
+
+    @property
+    def measurement_size(self) -> tuple[int, ...]:
+        return self.image_size
+
+    @property
+    def support(self) -> Tensor:
+        """Measured entries, ``mask != 0`` (bool, broadcastable to ``[1, C, H, W]``)."""
+        return self.mask != 0
+
+    def _config(self) -> dict[str, Any]:
+        return {"mask": self.mask.tolist()}
+
+    def A(self, x: Tensor, **kwargs: Any) -> Tensor:
+        """Apply the diagonal: ``m * x``."""
+        self._check_image(x)
+        return x * self.mask
+
+    def A_adjoint(self, y: Tensor, **kwargs: Any) -> Tensor:
+        """Adjoint (= A for a real diagonal): ``m * y``."""
+        self._check_image(y, "y")
+        return y * self.mask
+
+    def A_adjoint_A(self, x: Tensor, **kwargs: Any) -> Tensor:
+        """``A^T A x = m^2 * x``."""
+        self._check_image(x)
+        return x * self.mask.square()
+
+    A_A_adjoint = A_adjoint_A
+
+    def A_dagger(self, y: Tensor, **kwargs: Any) -> Tensor:
+        """Pseudo-inverse: ``y / m`` on the support, 0 elsewhere."""
+        self._check_image(y, "y")
+        inverse = torch.where(self.support, 1 / self.mask, torch.zeros_like(self.mask))
+        return y * inverse
+
+    def prox_l2(self, z: Tensor, y: Tensor, gamma: float | Tensor, **kwargs: Any) -> Tensor:
+        """``argmin_x gamma/2 ||m x - y||^2 + 1/2 ||x - z||^2 = (gamma m y + z) / (gamma m^2 + 1)``."""
+        if isinstance(gamma, Tensor) and gamma.dim() > 0:
+            gamma = gamma.reshape(-1, *([1] * (z.dim() - 1)))
+        return (gamma * self.mask * y + z) / (gamma * self.mask.square() + 1)
+
+    def noise(self, y: Tensor, **kwargs: Any) -> Tensor:
+        """The operator's noise model on the measured entries only (unmeasured ones stay exactly 0)."""
+        return self._restrict_noise(self.noise_model(y, **kwargs))
+
+    def _restrict_noise(self, y: Tensor) -> Tensor:
+        # torch.where, not a product with the mask: unmeasured entries are +0.0 (never -0.0 from -noise * 0).
+        return torch.where(self.support, y, 0.0)
+
+    def _compute_norm(self, *, max_iter: int, tol: float) -> float:
+        return float(self.mask.abs().max()) if self.mask.numel() else 0.0

@@ -21,10 +21,12 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from liftinv.metrics import History
+
 from .base import LinearOperator
 from .linalg import batch_dot
 from .noise import GaussianNoise
-from .tv import GRAD2D_NORM_BOUND, div2d, grad2d, project_l2_ball
+from .tv import GRAD2D_NORM_BOUND, grad2d, gradient_magnitude, tv_pdhg_step
 
 __all__ = ["METHODS", "ReconstructionResult", "reconstruct", "default_alpha", "estimate_noise_level"]
 
@@ -52,12 +54,14 @@ class ReconstructionResult:
     ----------
     x : Tensor
         Reconstruction ``[B, C, H, W]``.
-    history : list of dict
-        One dict per iteration, with floats for the whole batch (norms over all samples):
+    history : liftinv.metrics.History
+        One record per iteration, with floats for the whole batch (norms over all samples):
         ``"iteration"``, ``"objective"`` (``1/2 ||A x - y||^2 + alpha R(x)``, summed over samples),
         ``"residual"`` (``||A x - y|| / ||y||``), ``"change"`` (``||x_k - x_{k-1}|| / ||x_k||``), and for
         Tikhonov ``"normal_residual"`` (``||A^T y - (A^T A + alpha I) x_k|| / ||A^T y||``). "pinv" has a
-        single entry (iteration 0, objective and residual only).
+        single record (iteration 0, objective and residual only). ``history[k]`` is record ``k`` and
+        ``history["objective"]`` a column (the same shape as :func:`liftinv.fit` and
+        :func:`liftinv.invert`); a list of dicts given to the constructor is converted.
     method : str
         ``"pinv"``, ``"tikhonov"`` or ``"tv"``.
     alpha : float or None
@@ -71,12 +75,18 @@ class ReconstructionResult:
     """
 
     x: Tensor
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: History = field(default_factory=History)
     method: str = "pinv"
     alpha: float | None = None
     iterations: int = 0
     converged: bool = True
     seconds: float = 0.0
+
+    def __post_init__(self):
+        if not isinstance(self.history, History):
+            self.history = History(method=self.method, records=[dict(r) for r in self.history])
+        if not self.history.method:
+            self.history.method = self.method
 
 
 def estimate_noise_level(y: Tensor) -> float:
@@ -217,7 +227,8 @@ def reconstruct(
     Returns
     -------
     ReconstructionResult
-        ``.x`` and ``.history`` (plus method, alpha, iterations, converged, seconds).
+        ``.x`` and ``.history`` (a :class:`liftinv.metrics.History`; plus method, alpha, iterations,
+        converged, seconds).
 
     Raises
     ------
@@ -281,7 +292,8 @@ def reconstruct(
             residual = operator.A(x) - y
             data = 0.5 * _total(residual.square())
             entry = {"iteration": 0, "objective": data, "residual": _relative(residual, y)}
-        return ReconstructionResult(x, [entry], "pinv", None, 0, True, time.perf_counter() - start)
+        history = History(method="pinv", records=[entry])
+        return ReconstructionResult(x, history, "pinv", None, 0, True, time.perf_counter() - start)
 
     if alpha is None:
         if noise_level is None:
@@ -320,7 +332,7 @@ def _tikhonov(
     bounds: Any,
     x0: Tensor | None,
     progress: bool,
-) -> tuple[Tensor, list[dict[str, float]], bool]:
+) -> tuple[Tensor, History, bool]:
     """CG on ``(A^T A + alpha I) x = A^T y``, tracking ``A x`` to report the objective for free."""
     rhs = operator.A_adjoint(y)
     if x0 is None:
@@ -336,7 +348,7 @@ def _tikhonov(
     rs_old = batch_dot(r, r)
     threshold = tol**2 * batch_dot(rhs, rhs)
     rhs_norm = max(float(rhs.norm()), torch.finfo(rhs.dtype).tiny)
-    history: list[dict[str, float]] = []
+    history = History(method="tikhonov")
     converged = bool((rs_old <= threshold).all())
     tiny = torch.finfo(rhs.dtype).tiny
     with _progress_bar("tikhonov", max_iter, progress) as bar:
@@ -352,13 +364,11 @@ def _tikhonov(
             rs_new = batch_dot(r, r)
             data = 0.5 * _total((ax - y).square())
             history.append(
-                {
-                    "iteration": k,
-                    "objective": data + 0.5 * alpha * _total(x_new.square()),
-                    "residual": _relative(ax - y, y),
-                    "normal_residual": float(rs_new.sum().sqrt()) / rhs_norm,
-                    "change": float((x_new - x).norm()) / max(float(x_new.norm()), tiny),
-                }
+                iteration=k,
+                objective=data + 0.5 * alpha * _total(x_new.square()),
+                residual=_relative(ax - y, y),
+                normal_residual=float(rs_new.sum().sqrt()) / rhs_norm,
+                change=float((x_new - x).norm()) / max(float(x_new.norm()), tiny),
             )
             x = x_new
             converged = bool((rs_new <= threshold).all())
@@ -381,7 +391,7 @@ def _tv(
     bounds: Any,
     x0: Tensor | None,
     progress: bool,
-) -> tuple[Tensor, list[dict[str, float]], bool]:
+) -> tuple[Tensor, History, bool]:
     """Chambolle-Pock for ``min 1/2||A x - y||^2 + alpha TV(x) + i_box(x)``, dual variables for both terms.
 
     Iteration (``K = [A; grad]``, dual ``u = (q, p)``, ``x_bar = 2 x_k - x_{k-1}``)::
@@ -390,6 +400,7 @@ def _tv(
         p <- proj_{|p_ij| <= alpha}(p + sigma grad x_bar)      prox of sigma (alpha ||.||_{2,1})*
         x <- proj_box(x - tau (A^T q - div p))
 
+    The ``p`` and ``x`` updates are :func:`~liftinv.operators.tv.tv_pdhg_step` (``g = A^T q``, radius ``alpha``).
     ``A x_bar`` and ``grad x_bar`` come from ``A x`` and ``grad x`` by linearity, so an iteration costs one
     ``A``, one ``A^T``, one grad and one div, and the objective of every iterate is free. Steps:
     ``tau = 0.99 r / ||K||``, ``sigma = 0.99 / (r ||K||)`` (so ``tau sigma ||K||^2 < 1``) with ``r = 10``
@@ -411,28 +422,27 @@ def _tv(
     ax_bar, gx_bar = ax, gx
     q = torch.zeros_like(y)
     p = torch.zeros_like(gx)
-    history: list[dict[str, float]] = []
+    history = History(method="tv")
     converged = False
     tiny = torch.finfo(y.dtype).tiny
     with _progress_bar("tv", max_iter, progress) as bar:
         for k in range(1, max_iter + 1):
             q = (q + sigma * (ax_bar - y)) / (1.0 + sigma)
-            p = project_l2_ball(p + sigma * gx_bar, alpha) if alpha > 0 else torch.zeros_like(p)
-            x_new = _clip(x - tau * (operator.A_adjoint(q) - div2d(p)), bounds)
+            x_new, p = tv_pdhg_step(
+                x, p, operator.A_adjoint(q), tau, sigma, gx_bar, radius=alpha, bounds=bounds
+            )
             ax_new = operator.A(x_new)
             gx_new = grad2d(x_new)
             ax_bar = 2 * ax_new - ax
             gx_bar = 2 * gx_new - gx
             residual = ax_new - y
-            tv_value = _total(gx_new.square().sum(dim=-3).sqrt())
+            tv_value = _total(gradient_magnitude(gx_new))
             change = float((x_new - x).norm()) / max(float(x_new.norm()), tiny)
             history.append(
-                {
-                    "iteration": k,
-                    "objective": 0.5 * _total(residual.square()) + alpha * tv_value,
-                    "residual": _relative(residual, y),
-                    "change": change,
-                }
+                iteration=k,
+                objective=0.5 * _total(residual.square()) + alpha * tv_value,
+                residual=_relative(residual, y),
+                change=change,
             )
             x, ax, gx = x_new, ax_new, gx_new
             bar.update(1)

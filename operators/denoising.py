@@ -1,4 +1,4 @@
-"""Denoising operator: the identity, ``y = x + noise``."""
+"""Denoising operator: the identity, ``y = x + noise`` (a :class:`~liftinv.operators.DiagonalOperator`, ``m = 1``)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ from typing import Any
 from deepinv.physics.noise import NoiseModel
 from torch import Tensor
 
-from .base import LinearOperator
+from .base import DiagonalOperator
 
 __all__ = ["Denoising"]
 
 
-class Denoising(LinearOperator):
-    """Identity operator ``A x = x`` (denoising: ``y = x + noise``).
+class Denoising(DiagonalOperator):
+    """Identity operator ``A x = x`` (denoising: ``y = x + noise``): the diagonal operator with ``m = 1``.
 
     ``A``, ``A_adjoint`` and ``A_dagger`` return their input itself (no copy), as :class:`torch.nn.Identity`.
+    Every pixel is measured, so noise is never restricted. The mask is the number 1 (not in the
+    ``state_dict``).
 
     Parameters
     ----------
@@ -36,11 +38,10 @@ class Denoising(LinearOperator):
     name = "denoising"
 
     def __init__(self, image_size: int | tuple[int, ...], *, noise_model: NoiseModel | None = None) -> None:
-        super().__init__(image_size, noise_model=noise_model)
+        super().__init__(image_size, 1.0, noise_model=noise_model)
 
-    @property
-    def measurement_size(self) -> tuple[int, ...]:
-        return self.image_size
+    def _config(self) -> dict[str, Any]:
+        return {}
 
     def A(self, x: Tensor, **kwargs: Any) -> Tensor:
         """Identity."""
@@ -64,6 +65,9 @@ class Denoising(LinearOperator):
         if isinstance(gamma, Tensor) and gamma.dim() > 0:
             gamma = gamma.reshape(-1, *([1] * (z.dim() - 1)))
         return (gamma * y + z) / (gamma + 1)
+
+    def _restrict_noise(self, y: Tensor) -> Tensor:
+        return y
 
     def _compute_norm(self, *, max_iter: int, tol: float) -> float:
         return 1.0

@@ -1,8 +1,9 @@
 """Inpainting (pixel masking) operator and its masks: random pixels, random blocks, one box, or a user mask.
 
-Inpainting keeps a subset of pixels: ``A = diag(m)`` with a binary mask ``m``; missing pixels are 0 in
-the measurement (deepinv's convention, so ``y`` has the image's shape). It is its own adjoint and its
-own pseudo-inverse.
+Inpainting keeps a subset of pixels: ``A = diag(m)`` with a binary mask ``m`` (a
+:class:`~liftinv.operators.DiagonalOperator`); missing pixels are 0 in the measurement (deepinv's
+convention, so ``y`` has the image's shape) and stay 0 after noise. It is its own adjoint and its own
+pseudo-inverse.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from deepinv.physics.noise import NoiseModel
 from torch import Tensor
 
-from .base import LinearOperator
+from .base import DiagonalOperator, normalize_image_size
 
 __all__ = ["Inpainting", "random_mask", "block_mask", "box_mask", "MASKS"]
 
@@ -132,8 +133,8 @@ def box_mask(height: int, width: int, box: tuple[int, int, int, int]) -> Tensor:
     return mask
 
 
-class Inpainting(LinearOperator):
-    """Pixel masking ``A x = m * x`` (missing pixels set to 0).
+class Inpainting(DiagonalOperator):
+    """Pixel masking ``A x = m * x`` with a 0/1 mask ``m`` (missing pixels set to 0).
 
     Parameters
     ----------
@@ -174,18 +175,17 @@ class Inpainting(LinearOperator):
         box: tuple[int, int, int, int] | None = None,
         noise_model: NoiseModel | None = None,
     ) -> None:
-        super().__init__(image_size, noise_model=noise_model)
-        channels, height, width = self.image_size
+        channels, height, width = normalize_image_size(image_size)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"Inpainting: seed must be an int, got {seed!r}")
-        self._params: dict[str, Any]
+        params: dict[str, Any]
         if isinstance(mask, str):
             if mask == "random":
                 values = random_mask(height, width, keep_rate, seed)
-                self._params = {"mask": "random", "keep_rate": float(keep_rate), "seed": seed}
+                params = {"mask": "random", "keep_rate": float(keep_rate), "seed": seed}
             elif mask == "blocks":
                 values = block_mask(height, width, keep_rate, block_size, seed)
-                self._params = {
+                params = {
                     "mask": "blocks",
                     "keep_rate": float(keep_rate),
                     "block_size": block_size,
@@ -195,7 +195,7 @@ class Inpainting(LinearOperator):
                 if box is None:
                     box = (height // 4, width // 4, max(1, height // 2), max(1, width // 2))
                 values = box_mask(height, width, box)
-                self._params = {"mask": "box", "box": [int(v) for v in box]}
+                params = {"mask": "box", "box": [int(v) for v in box]}
             else:
                 raise ValueError(f"Inpainting: mask must be one of {MASKS} or a 0/1 array, got {mask!r}")
         else:
@@ -208,35 +208,18 @@ class Inpainting(LinearOperator):
                 )
             if not bool(((values == 0) | (values == 1)).all()):
                 raise ValueError("Inpainting: a user mask must contain only 0 and 1")
-            self._params = {"mask": values.to(torch.int64).tolist()}
+            params = {"mask": values.to(torch.int64).tolist()}
         if values.dim() == 2:
             values = values[None]
-        self.register_buffer("mask", values[None].to(torch.get_default_dtype()).contiguous())
-
-    @property
-    def measurement_size(self) -> tuple[int, ...]:
-        return self.image_size
-
-    @property
-    def keep_fraction(self) -> float:
-        """Fraction of kept pixels."""
-        return float(self.mask.mean())
+        super().__init__(image_size, values[None], noise_model=noise_model)
+        self._params = params
 
     def _config(self) -> dict[str, Any]:
         return dict(self._params)
 
-    def A(self, x: Tensor, **kwargs: Any) -> Tensor:
-        """Mask: ``m * x``."""
-        self._check_image(x)
-        return x * self.mask
-
-    def A_adjoint(self, y: Tensor, **kwargs: Any) -> Tensor:
-        """Adjoint (= A): ``m * y``."""
-        self._check_image(y, "y")
-        return y * self.mask
-
-    A_adjoint_A = A_adjoint
-    A_A_adjoint = A_adjoint
+    # For a 0/1 mask, m^2 = m and 1/m = m on the support: the adjoint serves as all three.
+    A_adjoint_A = DiagonalOperator.A_adjoint
+    A_A_adjoint = DiagonalOperator.A_adjoint
 
     def A_dagger(self, y: Tensor, **kwargs: Any) -> Tensor:
         """Pseudo-inverse (= A for a 0/1 mask): ``m * y``."""
@@ -247,13 +230,3 @@ class Inpainting(LinearOperator):
         if isinstance(gamma, Tensor) and gamma.dim() > 0:
             gamma = gamma.reshape(-1, *([1] * (z.dim() - 1)))
         return (gamma * self.mask * y + z) / (gamma * self.mask + 1)
-
-    def noise(self, y: Tensor, **kwargs: Any) -> Tensor:
-        """Noise on kept pixels only (missing pixels stay exactly 0)."""
-        return self.noise_model(y, **kwargs) * self.mask
-
-    def _restrict_noise(self, y: Tensor) -> Tensor:
-        return y * self.mask
-
-    def _compute_norm(self, *, max_iter: int, tol: float) -> float:
-        return 1.0 if bool((self.mask != 0).any()) else 0.0

@@ -1,16 +1,19 @@
 """Matrix-free linear algebra used by the operators and the classical reconstructions.
 
-Both routines act on batches: every sample of the batch (dimension 0) is its own problem, with its
-own step sizes, and nothing is mixed across samples.
+:func:`batch_dot` and :func:`conjugate_gradient` act on batches: every sample of the batch (dimension 0) is
+its own problem, with its own step sizes, and nothing is mixed across samples. :func:`power_method`
+(behind ``LinearOperator.norm()``) estimates one largest eigenvalue with the package's single power
+iteration, :func:`liftinv.lifted.norms.power_iteration`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+from liftinv.lifted.norms import power_iteration
 
 __all__ = ["batch_dot", "power_method", "conjugate_gradient"]
 
@@ -50,7 +53,9 @@ def power_method(
 
     Iterates ``x <- M x / ||M x||`` and returns the Rayleigh quotient ``<x, M x>`` (with ``||x|| = 1``)
     once its relative change is below ``tol``. Applied to ``M = A^T A`` it returns ``||A||^2``: the
-    caller takes the square root (see :meth:`liftinv.operators.LinearOperator.norm`).
+    caller takes the square root (see :meth:`liftinv.operators.LinearOperator.norm`). The loop is
+    :func:`liftinv.lifted.norms.power_iteration`, the one power iteration of the package, run here
+    without autograd and with a stopping tolerance.
 
     Parameters
     ----------
@@ -73,25 +78,17 @@ def power_method(
     >>> d = torch.tensor([1.0, 3.0, 2.0], dtype=torch.float64)
     >>> round(power_method(lambda x: d * x, torch.ones(3, dtype=torch.float64)), 6)
     3.0
+    >>> power_method(lambda x: 0 * x, torch.ones(3))
+    0.0
 
     References
     ----------
     Golub & Van Loan, *Matrix Computations*, 4th ed., 2013, section 8.2.1.
     """
     with torch.no_grad():
-        x = x0 / x0.norm()
-        previous = 0.0
-        for _ in range(max_iter):
-            mx = normal_operator(x)
-            eigenvalue = float((x * mx).sum())
-            size = float(mx.norm())
-            if size == 0.0 or not math.isfinite(size):
-                return 0.0 if size == 0.0 else size
-            x = mx / size
-            if abs(eigenvalue - previous) <= tol * abs(eigenvalue):
-                break
-            previous = eigenvalue
-        return eigenvalue
+        eigenvalue, _ = power_iteration(normal_operator, x0, max_iter, tol=tol)
+    # <x, M x> = ||A x||^2 = 0 means M x = 0 (M positive semi-definite): report +0.0, not -0.0
+    return 0.0 if eigenvalue == 0 else eigenvalue
 
 
 def conjugate_gradient(

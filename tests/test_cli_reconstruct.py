@@ -142,15 +142,6 @@ def test_missing_output_folder(tmp_path, capsys):
     assert "--out: the folder" in _one_error_line(capsys)
 
 
-def test_model_hook_without_liftinv_unrolled(tmp_path, capsys, monkeypatch):
-    model_file = tmp_path / "model.pt"
-    model_file.write_bytes(b"weights")
-    monkeypatch.setitem(sys.modules, "liftinv.unrolled", None)  # makes the import fail
-    code, _ = _run(tmp_path, "--model", str(model_file))
-    assert code == 1
-    assert "--model needs liftinv.unrolled.load_model" in _one_error_line(capsys)
-
-
 def test_model_hook_calls_load_model(tmp_path, capsys, monkeypatch):
     from liftinv.operators import make_operator
 

@@ -143,6 +143,21 @@ def test_loading_a_model_for_another_operator_fails_clearly(tmp_path, capsys):
         load_model(out, expected_operator=make_operator("inpainting", 16, seed=1))
 
 
+def test_methods_come_from_the_registry(tmp_path, capsys):
+    from liftinv.training.registry import methods_for
+    from liftinv.unrolled import METHOD_ALIASES
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = "".join(capsys.readouterr().out.split())  # argparse wraps lines, possibly at hyphens
+    accepted = [*METHOD_ALIASES, *methods_for("unrolled")]
+    assert all(name in out for name in accepted)
+    # a method without an implementation for unrolled networks is refused, with the accepted names
+    assert main(["train", "--method", "fenchel-bcd", "--out", str(tmp_path / "m.pt")]) == 1
+    assert f"expected one of {', '.join(accepted)}" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert main(["train", "--task", "superres", "--out", str(tmp_path / "m.pt")]) == 1
     assert "--task: expected one of deblur, ct, inpaint, denoise" in capsys.readouterr().err

@@ -72,7 +72,7 @@ def test_lifted_run_writes_outputs_and_resumes(tmp_path, capsys):
         ("--method", "bregman-accel", "--arch", "conv", "--epochs", 1, "--hidden", "4,8"),
         ("--method", "ftprop-softhinge", "--activation", "sign", "--epochs", 1),
         ("--method", "ste", "--activation", "qrelu2", "--epochs", 1),
-        ("--method", "mac-bcd", "--epochs", 1, "--loss", "ce", "--lambdas", "0.5,2,1"),
+        ("--method", "mac-bcd", "--epochs", 1, "--loss", "ce", "--lambdas", "0.5,2"),
         # the paper's recipe: weight decay and a step schedule, through --option
         (
             *("--method", "sste", "--activation", "sign", "--epochs", 2, "--loss", "ce"),
@@ -134,7 +134,8 @@ def test_mnist_from_idx_files(tmp_path, capsys):
         (("--method", "bregman-bcd", "--activation", "sign"), "not admissible for lifted training.*FTPROP"),
         (("--method", "bregman-bcd", "--activation", "gelu"), "unknown activation 'gelu'"),
         (("--method", "fenchel-bcd", "--activation", "tanh"), "Fenchel.*ReLU"),
-        (("--method", "bregman-bcd", "--lambdas", "-1"), "lambdas must be >= 0"),
+        (("--method", "bregman-bcd", "--lambdas", "-1"), r"lambdas must be a float >= 0 or a sequence of 2"),
+        (("--method", "bregman-bcd", "--lambdas", "1,1,1"), r"sequence of 2 floats >= 0 \(one per penalised"),
         (("--method", "bregman-bcd", "--lambdas", "a,b"), "--lambdas must be a float"),
         (("--data", "cifar"), "--data must be 'digits' or 'mnist:DIR'"),
         (("--data", "mnist:/nonexistent/mnist"), "no such directory"),
@@ -162,6 +163,36 @@ def test_bad_input_is_one_line_error(tmp_path, capsys, args, match):
     assert len(lines) == 1, err
     assert lines[0].startswith("liftinv train-classifier: error: ")
     assert re.search(match, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--method", "nope"),
+        ("--method", "bregman-bcd", "--lambdas", "a,b"),
+        ("--data", "cifar"),
+        ("--activation", "gelu"),
+        ("--hidden", "12,x"),
+        ("--loss", "hinge"),
+        ("--option", "weight_steps"),
+    ],
+)
+def test_bad_input_writes_nothing(tmp_path, capsys, args):
+    rc, _, err = _cli(capsys, *args, "--epochs", 1, "--out", tmp_path / "run")
+    assert rc == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_methods_come_from_the_registry(tmp_path, capsys):
+    from liftinv.training.registry import DESCRIPTIONS, methods_for
+
+    with pytest.raises(SystemExit):
+        main(["train-classifier", "--help"])
+    out = capsys.readouterr().out
+    for name in methods_for("classifier"):
+        assert f"{name}: {DESCRIPTIONS[name]}" in out
+    rc, _, err = _cli(capsys, "--method", "nope", "--epochs", 1, "--out", tmp_path / "run")
+    assert rc == 1 and ", ".join(methods_for("classifier")) in err
 
 
 def test_out_is_required(capsys):

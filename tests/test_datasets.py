@@ -16,12 +16,13 @@ from liftinv.datasets import (
     MeasurementDataset,
     ellipse_phantom,
     extract_patches,
+    list_images,
     load_cifar10,
     load_digits,
     load_idx,
     load_image,
     load_mnist,
-    random_ellipses,
+    random_phantoms,
     shepp_logan,
     train_test_split,
 )
@@ -45,6 +46,15 @@ def test_load_image_sizes_and_dtype():
     assert load_image("shepp_logan", 40, dtype=torch.float64).dtype == torch.float64
 
 
+def test_generated_phantom_mosaic():
+    mosaic = load_image("phantoms", 64)[0, 0]
+    tiles = random_phantoms(4, 32, seed=0)[:, 0]  # the 2 x 2 mosaic of four seeded phantoms
+    assert torch.equal(mosaic[:32, :32], tiles[0]) and torch.equal(mosaic[:32, 32:], tiles[1])
+    assert torch.equal(mosaic[32:, :32], tiles[2]) and torch.equal(mosaic[32:, 32:], tiles[3])
+    assert load_image("phantoms").shape == (1, 1, 128, 128)
+    assert load_image("phantoms", (21, 30)).shape == (1, 1, 21, 30)  # odd sides: cropped, exact size
+
+
 def test_shepp_logan_matches_scikit_image():
     from skimage.data import shepp_logan_phantom
     from skimage.transform import resize
@@ -64,15 +74,47 @@ def test_ellipse_phantom_geometry():
     assert float(rows.float().mean()) < 32 and float(cols.float().mean()) > 32
 
 
-def test_random_ellipses_are_seeded():
-    a, b = random_ellipses(5, 32, seed=3), random_ellipses(5, 32, seed=3)
+def test_shepp_logan_sources():
+    from skimage.data import shepp_logan_phantom
+    from skimage.transform import resize
+
+    raster = shepp_logan(48, source="skimage")
+    reference = resize(shepp_logan_phantom(), (48, 48), anti_aliasing=True, order=1)
+    assert raster.shape == (1, 1, 48, 48) and raster.dtype == torch.float32
+    assert torch.equal(raster[0, 0], torch.tensor(np.clip(reference, 0, 1), dtype=torch.float32))
+    assert shepp_logan((20, 30), source="skimage").shape == (1, 1, 20, 30)
+    with pytest.raises(ValueError, match="source must be one of"):
+        shepp_logan(16, source="odl")
+
+
+@pytest.mark.parametrize("kind", ["ellipses", "mixed"])
+def test_random_phantoms_are_seeded(kind):
+    a, b = random_phantoms(5, 32, seed=3, kind=kind), random_phantoms(5, 32, seed=3, kind=kind)
     assert torch.equal(a, b)
-    assert not torch.equal(a, random_ellipses(5, 32, seed=4))
-    assert a.shape == (5, 1, 32, 32)
+    assert not torch.equal(a, random_phantoms(5, 32, seed=4, kind=kind))
+    assert a.shape == (5, 1, 32, 32) and a.dtype == torch.float32
     assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
     assert all(float(img.std()) > 0.01 for img in a)
-    with pytest.raises(ValueError, match="n_ellipses must be"):
-        random_ellipses(2, 16, n_ellipses=(5, 2))
+    # image i does not depend on how many come after it (one stream, drawn image by image)
+    assert torch.equal(random_phantoms(2, 32, seed=3, kind=kind), a[:2])
+    assert random_phantoms(0, 8, kind=kind).shape == (0, 1, 8, 8)
+    assert random_phantoms(2, (12, 20), kind=kind).shape == (2, 1, 12, 20)
+
+
+def test_random_phantoms_kinds_and_errors():
+    ellipses, mixed = random_phantoms(3, 32, seed=0), random_phantoms(3, 32, seed=0, kind="mixed")
+    assert not torch.equal(ellipses, mixed)
+    # "ellipses" are anti-aliased (intermediate values on edges); "mixed" is sampled at one point per pixel
+    assert len(torch.unique(mixed[0])) <= 7 < len(torch.unique(ellipses[0]))
+    assert torch.equal(random_phantoms(2, 16, n_shapes=4), random_phantoms(2, 16, n_shapes=(4, 4)))
+    with pytest.raises(ValueError, match="n_shapes must be"):
+        random_phantoms(2, 16, n_shapes=(5, 2))
+    with pytest.raises(ValueError, match="kind 'mixed' takes n_shapes as an int"):
+        random_phantoms(2, 16, kind="mixed", n_shapes=(1, 3))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        random_phantoms(2, 16, kind="squares")
+    with pytest.raises(ValueError, match="n must be a non-negative int"):
+        random_phantoms(-1, 16)
 
 
 def test_load_image_from_files(tmp_path):
@@ -115,6 +157,10 @@ def test_load_image_errors(tmp_path):
         load_image("camera", 0)
 
 
+def folder_files(folder, root):
+    return [p.relative_to(root).as_posix() for p in folder.paths]
+
+
 def test_image_folder(tmp_path):
     from skimage import io
 
@@ -136,6 +182,12 @@ def test_image_folder(tmp_path):
     assert batch.shape == (3, 1, 8, 8)
     with pytest.raises(FileNotFoundError, match="no such directory"):
         ImageFolder(tmp_path / "nowhere")
+    assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == folder_files(
+        folder, tmp_path
+    )
+    assert list_images(tmp_path, recursive=False) == []  # the images are in sub-folders
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        list_images(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no image files in .*empty"):
         ImageFolder(tmp_path / "empty")
@@ -268,6 +320,15 @@ def test_load_digits():
     assert images.shape == (1797, 1, 8, 8) and images.dtype == torch.float32
     assert float(images.min()) == 0.0 and float(images.max()) == 1.0
     assert labels.dtype == torch.int64 and set(labels.tolist()) == set(range(10))
+    large, same_labels = load_digits(size=16)
+    assert large.shape == (1797, 1, 16, 16) and torch.equal(same_labels, labels)
+    assert float(large.min()) >= 0.0 and float(large.max()) <= 1.0
+    # bilinear x2 with align_corners=False: an interior output pixel mixes its 2 x 2 source pixels 9:3:3:1
+    src = images[0, 0]
+    expected = (9 * src[2, 2] + 3 * src[2, 3] + 3 * src[3, 2] + src[3, 3]) / 16
+    assert float(large[0, 0, 5, 5]) == pytest.approx(float(expected), abs=1e-6)
+    with pytest.raises(ValueError, match="size must be a positive int"):
+        load_digits(size=0)
 
 
 # -------------------------------------------------------------------------------- patches and splits
@@ -293,6 +354,33 @@ def test_extract_patches_grid_and_random():
         extract_patches(images, 2, stride=0)
 
 
+def test_extract_patches_from_a_list_random_augmented_and_spread():
+    generator = torch.Generator().manual_seed(0)
+    images = [torch.rand(20, 24, generator=generator), torch.rand(1, 30, 16, generator=generator)]
+    random = extract_patches(images, 8, n=7, seed=1)
+    assert random.shape == (7, 1, 8, 8) and torch.equal(random, extract_patches(images, 8, n=7, seed=1))
+    for i, patch in enumerate(random):  # patch i is a window of image i mod 2
+        windows = images[i % 2].reshape(1, 1, *images[i % 2].shape[-2:]).unfold(2, 8, 1).unfold(3, 8, 1)
+        assert bool((windows.reshape(-1, 8, 8) == patch[0]).all(-1).all(-1).any())
+    augmented = extract_patches(images, 8, n=40, seed=2, augment=True)
+    plain_sums = {round(float(p.sum()), 4) for p in extract_patches(images, 8, stride=1)}
+    assert all(round(float(p.sum()), 4) in plain_sums for p in augmented)  # rotations/flips keep the pixels
+    assert not torch.equal(augmented, extract_patches(images, 8, n=40, seed=2))
+    spread = extract_patches(images, 8, per_image=3)
+    assert spread.shape == (6, 1, 8, 8)
+    assert torch.equal(spread[0, 0], images[0][4:12, 5:13])  # interior grid of 2 x 2 corners, first one
+    assert extract_patches(images, 8).shape == (2 * 3 + 3 * 2, 1, 8, 8)  # a grid per image
+    assert extract_patches(images, 8, n=0).shape == (0, 1, 8, 8)
+    with pytest.raises(ValueError, match="size must be an int in \\[1, 16\\], got 20"):
+        extract_patches(images, 20, n=3)
+    with pytest.raises(ValueError, match="not both"):
+        extract_patches(images, 8, n=3, per_image=2)
+    with pytest.raises(ValueError, match="per_image must be an int >= 1"):
+        extract_patches(images, 8, per_image=0)
+    with pytest.raises(ValueError, match="different channel counts"):
+        extract_patches([torch.rand(3, 10, 10), torch.rand(10, 10)], 4)
+
+
 def test_train_test_split():
     x = torch.arange(20.0)[:, None]
     y = torch.arange(20)
@@ -313,7 +401,7 @@ def test_train_test_split():
 def test_measurement_dataset_is_deterministic():
     from liftinv.operators import Blur, GaussianNoise
 
-    images = random_ellipses(6, 16, seed=0)
+    images = random_phantoms(6, 16, seed=0)
     op = Blur(16, sigma=1.0)
     data = MeasurementDataset(images, op, GaussianNoise(0.1), seed=5)
     x2, y2 = data[2]
@@ -336,7 +424,7 @@ def test_measurement_dataset_with_inpainting_and_a_dataset(tmp_path):
     from liftinv.operators import Inpainting, Tomography
 
     op = Inpainting(16, keep_rate=0.5, seed=0)
-    data = MeasurementDataset(random_ellipses(2, 16, seed=1), op, 0.05, seed=0)
+    data = MeasurementDataset(random_phantoms(2, 16, seed=1), op, 0.05, seed=0)
     _, y = data[0]
     assert bool((y[op.mask[0] == 0] == 0).all())
     np.save(tmp_path / "a.npy", np.random.default_rng(0).random((20, 20)))
@@ -364,3 +452,14 @@ def test_measurement_dataset_errors():
         MeasurementDataset(torch.zeros(2, 1, 16, 16), op, noise=-0.1)
     with pytest.raises(IndexError, match="index 2 out of range"):
         MeasurementDataset(torch.zeros(2, 1, 16, 16), op)[2]
+
+
+def test_lpd_phantoms_are_seeded_signed_sums_clipped_to_unit_range():
+    from liftinv.datasets import EllipseStream, random_phantoms
+
+    x = random_phantoms(3, 24, seed=5, kind="lpd")
+    assert x.shape == (3, 1, 24, 24) and torch.equal(x, random_phantoms(3, 24, seed=5, kind="lpd"))
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0 and float(x.std()) > 0
+    assert not torch.equal(x, random_phantoms(3, 24, seed=6, kind="lpd"))
+    # the stream draws the same distribution, one generator per image
+    assert EllipseStream(24, seed=5)[2].shape == (1, 24, 24)

@@ -12,8 +12,6 @@ import pkgutil
 
 import pytest
 
-import liftinv
-
 
 def _modules() -> list[str]:
     # operators/ and datasets/ are separate folders installed under the liftinv namespace, so each

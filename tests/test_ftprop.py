@@ -480,6 +480,35 @@ def test_exact_ftprop_with_cross_entropy_and_hinge_units():
     assert accuracy(net, X, y) == 1.0
 
 
+def _parity_net(n=3, hidden=6, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(n, hidden), Sign(), nn.Linear(hidden, 2))
+
+
+def test_exact_ftprop_search_options():
+    X, y = parity(3)
+    # search_rounds bounds the greedy flips of an epoch: 0 keeps the actual outputs as targets
+    flips = {}
+    for rounds in (0, 100):
+        h = fit(_parity_net(), (X, y), method="ftprop-exact", epochs=6, progress=False, search_rounds=rounds)
+        flips[rounds] = sum(h["flips"])
+    assert flips[0] == 0 and flips[100] > 0, flips
+    # max_candidates=1: every flip step evaluates only the first-order best candidate exactly (the
+    # preselection used on large problems); the search still fits parity
+    net = _parity_net()
+    fit(net, (X, y), method="ftprop-exact", epochs=15, progress=False, max_candidates=1)
+    assert accuracy(net, X, y) == 1.0
+    # ridge is the L2 weight of the convex fits: a large one shrinks the output layer
+    norms = {}
+    for ridge in (1e-4, 1.0):
+        net = _parity_net()
+        fit(net, (X, y), method="ftprop-exact", epochs=3, progress=False, ridge=ridge)
+        norms[ridge] = float(net[2].weight.detach().norm())
+    assert norms[1.0] < 0.5 * norms[1e-4], norms
+    with pytest.raises(ValueError, match="ridge must be a positive number"):
+        fit(_parity_net(), (X, y), method="ftprop-exact", epochs=1, progress=False, ridge=0.0)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # resume
 # ---------------------------------------------------------------------------------------------------------

@@ -13,10 +13,12 @@ import math
 
 import pytest
 import torch
+from liftinv.datasets import random_phantoms, shepp_logan
+from liftinv.operators import div2d, grad2d, project_l2_ball
 from torch import nn
 
 from liftinv.inversion import InversionResult, invert
-from liftinv.inversion._common import tv, tv_div, tv_grad
+from liftinv.inversion._common import _Context, _InputStep
 from liftinv.inversion._lifted import _Preactivations
 from liftinv.inversion.recipes import (
     RECIPES,
@@ -24,11 +26,10 @@ from liftinv.inversion.recipes import (
     autoencoder,
     get_recipe,
     perceptron,
-    phantoms,
-    shepp_logan,
 )
 from liftinv.lifted import LiftingError, lift, state_gradient
 from liftinv.lifted.activations import NotProximalError
+from liftinv.metrics import History
 from liftinv.models import ResidualBlock
 
 SIZE, FEATURES, ALPHA, ITERS = 32, 256, 2.5, 300
@@ -51,7 +52,7 @@ def psnr(x: torch.Tensor, truth: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def problem():
     net = perceptron(SIZE, FEATURES, seed=0)
-    u = shepp_logan(SIZE)
+    u = shepp_logan(SIZE, source="skimage")
     with torch.no_grad():
         f0 = net(u)
     e = torch.randn(f0.shape, generator=torch.Generator().manual_seed(1))
@@ -62,17 +63,46 @@ def problem():
 # ---------------------------------------------------------------------------------------------------------
 # building blocks
 # ---------------------------------------------------------------------------------------------------------
-def test_tv_grad_div_adjoint(generator):
-    x = torch.randn(3, 2, 7, 9, generator=generator, dtype=torch.float64)
-    p = torch.randn(3, 2, 2, 7, 9, generator=generator, dtype=torch.float64)
-    lhs = (tv_grad(x) * p).sum()
-    rhs = -(x * tv_div(p)).sum()
-    assert torch.isclose(lhs, rhs, rtol=1e-12)
-    # TV of a constant image is 0; of a unit step along one axis it is the edge length
-    step = torch.zeros(1, 1, 6, 6, dtype=torch.float64)
-    step[..., 3:] = 1.0
-    assert float(tv(torch.ones(2, 1, 5, 5))[0]) == 0.0
-    assert float(tv(step)[0]) == pytest.approx(6.0)
+def test_tv_input_step_is_the_written_condat_vu_iteration(generator):
+    """The PDHG input step (TV from liftinv.operators.tv) runs, step after step,
+
+    u <- proj_box(u - tau (g - alpha div p)),  p <- proj_{|p_ij| <= 1}(p + s alpha grad(2 u_new - u))
+
+    with tau = 1/L and s = L / (16 alpha^2) (per-sample alpha), also when L changes between steps (the
+    adaptive step of the gradient baseline). TV itself is tested in test_reconstruct.py.
+    """
+    B, image = 2, (1, 5, 6)
+    alpha = torch.tensor([0.7, 0.0], dtype=torch.float64)
+    ctx = _Context(
+        model=nn.Identity(),
+        f=torch.zeros(B, 30, dtype=torch.float64),
+        alpha=alpha,
+        regulariser="tv",
+        box=(0.0, 1.0),
+        tol=0.0,
+        max_iter=5,
+        image_shape=image,
+        input_shape=(30,),
+        gen=generator,
+        progress=False,
+        log_every=1,
+        dev=torch.device("cpu"),
+    )
+    u = torch.rand(B, 30, generator=generator, dtype=torch.float64)
+    step = _InputStep(ctx, 3.0, u)
+    u_ref, p_ref = u.clone(), torch.zeros(B, 1, 2, 5, 6, dtype=torch.float64)
+    a = alpha.reshape(B, 1, 1, 1)
+    for k, lip in enumerate((3.0, 3.0, 6.0, 6.0)):
+        if k:
+            step.set_lipschitz(lip)
+        g = torch.randn(B, 30, generator=generator, dtype=torch.float64)
+        u = step.step(u, g)
+        tau, s = 1.0 / lip, torch.where(alpha > 0, lip / (16 * alpha.clamp(min=1e-30) ** 2), 0.0)
+        img = u_ref.reshape(B, *image)
+        new = (img - tau * (g.reshape(B, *image) - a * div2d(p_ref))).clamp(0.0, 1.0)
+        p_ref = project_l2_ball(p_ref + (s * alpha).reshape(B, 1, 1, 1, 1) * grad2d(2 * new - img))
+        u_ref = new.reshape(B, 30)
+        torch.testing.assert_close(u, u_ref, rtol=0, atol=1e-14)
 
 
 def test_input_gradient_matches_engine_and_needs_no_backprop(generator):
@@ -176,8 +206,28 @@ def test_deterministic_and_history_fields(problem):
     assert torch.equal(a.u, b.u)
     for key in ("iteration", "objective", "data", "penalty", "regulariser", "residual", "time"):
         assert key in a.history
+    # one History shape for fit, reconstruct and invert: columns by key, records by index
+    assert isinstance(a.history, History) and a.history.method == "lifted"
+    assert a.history["iteration"] == [0, 10, 20, 30] and a.history[-1]["iteration"] == a.iterations
+    g = invert(net, f, alpha=ALPHA, method="gradient", max_iter=20, progress=False)
+    assert isinstance(g.history, History) and g.history.method == "gradient" and "penalty" not in g.history
     assert a.iterations == 30 and a.time > 0 and a.residual.shape == (1,)
     assert float(a.u.min()) >= 0 and float(a.u.max()) <= 1  # box (0, 1)
+
+
+def test_init_is_zeros_or_a_tensor(problem):
+    net, u, _, f = problem
+    start = invert(net, f, alpha=ALPHA, init=u[0], max_iter=0, progress=False)  # one input: broadcast
+    torch.testing.assert_close(start.u, u)
+    zeros = invert(net, f, alpha=ALPHA, init="zeros", max_iter=0, progress=False)
+    assert torch.equal(zeros.u, torch.zeros_like(u))
+    clipped = invert(net, f, alpha=ALPHA, init=torch.full_like(u, 2.0), max_iter=0, progress=False)
+    assert torch.equal(clipped.u, torch.ones_like(u))  # projected onto the box (0, 1)
+    for bad in ("random", "box-mid"):
+        with pytest.raises(ValueError, match="init must be 'zeros' or a tensor"):
+            invert(net, f, init=bad, progress=False)
+    with pytest.raises(ValueError, match=r"init has shape \(2, 2\)"):
+        invert(net, f, init=torch.zeros(2, 2), progress=False)
 
 
 def test_hard_coupling_clips_negative_outputs(problem):
@@ -190,7 +240,7 @@ def test_deep_conv_network_runs_and_decreases():
     """A small conv encoder (Conv/AvgPool/Linear + ReLU): multi-layer lifted inversion works and descends."""
     torch.manual_seed(0)
     enc = Autoencoder(code=8, channels=4).encoder
-    u = phantoms(2, 16, seed=1)
+    u = random_phantoms(2, 16, seed=1, kind="mixed")
     with torch.no_grad():
         f = enc(u)
     res = invert(enc, f, regulariser="tikhonov", alpha=1e-3, max_iter=60, log_every=1, tol=0, progress=False)
@@ -253,7 +303,7 @@ def test_perceptron_recipe_is_reproducible_and_half_active():
     a, b = perceptron(16, 64, seed=4), perceptron(16, 64, seed=4)
     assert torch.equal(a[1].weight, b[1].weight) and torch.equal(a[1].bias, b[1].bias)
     assert float(a[1].weight.std()) == pytest.approx(1.0, rel=0.05)  # unit variance, as in P2
-    frac = float((a(shepp_logan(16)) > 0).float().mean())
+    frac = float((a(shepp_logan(16, source="skimage")) > 0).float().mean())
     assert 0.3 < frac < 0.7
     assert set(RECIPES) >= {"perceptron", "autoencoder"}
     prob = get_recipe("perceptron", image_size=16, features=64)

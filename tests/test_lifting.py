@@ -184,10 +184,13 @@ def test_penalty_errors():
         FenchelPenalty("tanh")
     with pytest.raises(ValueError, match="lambda must be >= 0"):
         BregmanPenalty("relu", weight=-1)
-    with pytest.raises(ValueError, match="lambdas must be >= 0"):
-        lift(mlp((4, 8, 2)), lambdas=[-1.0, 1.0])
-    with pytest.raises(ValueError, match="lambdas has 3 entries"):
-        lift(mlp((4, 8, 2)), lambdas=[1.0, 1.0, 1.0])
+    # one weight per penalised layer: mlp((4, 8, 2)) has one hidden layer; its last layer holds the data
+    with pytest.raises(ValueError, match=r"lambdas must be a float >= 0 or a sequence of 1 floats"):
+        lift(mlp((4, 8, 2)), lambdas=[-1.0])
+    with pytest.raises(ValueError, match=r"sequence of 1 floats >= 0 \(one per penalised layer\)"):
+        lift(mlp((4, 8, 2)), lambdas=[1.0, 1.0])
+    assert lift(mlp((4, 8, 2)), lambdas=[0.5]).lambdas == [0.5, 1.0]
+    assert lift(mlp((4, 8, 2)), last="free", lambdas=[0.5, 2.0]).lambdas == [0.5, 2.0]
 
 
 @pytest.mark.parametrize(
@@ -227,3 +230,108 @@ def test_free_last_state_for_models_ending_with_activation():
     before = float(net.objective(states, y)["objective"].detach())
     state_sweep(net, states, y)
     assert float(net.objective(states, y)["objective"].detach()) <= before
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the one power iteration (liftinv.lifted.norms.power_iteration) and the norms built on it
+# ---------------------------------------------------------------------------------------------------------
+def test_power_iteration_estimates_the_largest_eigenvalue_from_below():
+    from liftinv.lifted.norms import power_iteration
+
+    A = torch.randn(30, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    exact = float(torch.linalg.matrix_norm(A, ord=2)) ** 2
+    v0 = torch.randn(12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    estimates = [power_iteration(lambda v: A.T @ (A @ v), v0, k)[0] for k in (1, 5, 200)]
+    assert all(e <= exact * (1 + 1e-12) for e in estimates)  # Rayleigh quotients: lower bounds
+    assert estimates[0] <= estimates[1] <= estimates[2] == pytest.approx(exact, rel=1e-10)
+    # the returned vector warm-starts: one more iteration from it is as good as the long run
+    est, v = power_iteration(lambda v: A.T @ (A @ v), v0, 150)
+    assert power_iteration(lambda v: A.T @ (A @ v), v, 1)[0] == pytest.approx(exact, rel=1e-10)
+    # a quotient supplied by the caller (||A v||^2) is used as the estimate
+    est_q, _ = power_iteration(lambda v: (A.T @ (A @ v), (A @ v) @ (A @ v)), v0, 200)
+    assert est_q == pytest.approx(exact, rel=1e-10)
+    with pytest.raises(ValueError, match="iters must be >= 1"):
+        power_iteration(lambda v: v, v0, 0)
+
+
+def test_power_iteration_tolerance_dicts_and_batches():
+    from liftinv.lifted.norms import power_iteration
+
+    calls = []
+
+    def gram(v):
+        calls.append(1)
+        return torch.tensor([1.0, 3.0, 2.0], dtype=torch.float64) * v
+
+    est, _ = power_iteration(gram, torch.ones(3, dtype=torch.float64), 500, tol=1e-8)
+    assert est == pytest.approx(3.0, rel=1e-7) and 5 < len(calls) < 500  # stopped early
+    # a dict is one vector of several blocks: theta = (w, b) -> X w + b is the matrix K = [X, 1]
+    X = torch.randn(7, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    K = torch.cat([X, torch.ones(7, 1, dtype=torch.float64)], 1)
+
+    def gram_dict(v):
+        full = K.T @ (X @ v["w"] + v["b"])
+        return {"w": full[:-1], "b": full[-1]}
+
+    start = {"w": torch.ones(4, dtype=torch.float64), "b": torch.ones((), dtype=torch.float64)}
+    est_d, v = power_iteration(gram_dict, start, 300)
+    assert est_d == pytest.approx(float(torch.linalg.matrix_norm(K, ord=2)) ** 2, rel=1e-9)
+    assert set(v) == {"w", "b"}
+    # batched: one problem per sample
+    D = torch.tensor([[1.0, 2.0, 0.5], [4.0, 0.5, 3.0]], dtype=torch.float64)
+    est_b, _ = power_iteration(lambda v: D * v, torch.ones(2, 3, dtype=torch.float64), 300, batched=True)
+    torch.testing.assert_close(est_b, torch.tensor([2.0, 4.0], dtype=torch.float64))
+    est_bt, _ = power_iteration(
+        lambda v: D * v, torch.ones(2, 3, dtype=torch.float64), 10_000, tol=1e-12, batched=True
+    )
+    torch.testing.assert_close(est_bt, torch.tensor([2.0, 4.0], dtype=torch.float64))
+
+
+def test_norm_helpers_agree_with_exact_norms():
+    """lipschitz_state, param_map_norm_sq, power_sq_norm, jacobian_norm_sq run the one power iteration."""
+    from liftinv.lifted.norms import (
+        exact_sq_norm,
+        jacobian_norm_sq,
+        lipschitz_state,
+        param_map_norm_sq,
+        power_sq_norm,
+    )
+
+    g = torch.Generator().manual_seed(3)
+    A = torch.randn(40, 9, generator=g, dtype=torch.float64)
+    cache: dict = {}
+    for augment in (False, True):
+        exact = exact_sq_norm(A, augment) / (1 + 1e-6)  # (exact_sq_norm is 1e-6 on the safe side)
+        cold = power_sq_norm(A, augment, cache, augment, cold_iters=200)
+        assert cold == pytest.approx(1.05 * exact, rel=1e-6)  # x1.05 safety factor
+        assert power_sq_norm(A, augment, cache, augment) == pytest.approx(1.05 * exact, rel=1e-6)  # warm
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, bias=False), nn.ReLU()).double()
+    net = lift(conv, last="free")
+    states = net.init_states(torch.randn(3, 1, 6, 6, generator=g, dtype=torch.float64))
+    # ||K||^2 of the convolution, exactly: the largest singular value of its matrix
+    eye = torch.eye(36, dtype=torch.float64).reshape(36, 1, 6, 6)
+    with torch.no_grad():
+        K = conv[0](eye).reshape(36, -1).T
+    exact_k = float(torch.linalg.matrix_norm(K, ord=2)) ** 2
+    # (the top eigenvalues of a convolution cluster: the power iteration approaches them slowly, from below)
+    lip = lipschitz_state(net, states, 0, {}, iters=300)
+    assert 1.05 * exact_k * (1 - 1e-3) <= lip <= 1.05 * exact_k * (1 + 1e-12)
+    # the map weight -> conv(X, weight) of the layer
+    X = states[0]
+    cols = torch.stack(
+        [
+            torch.nn.functional.conv2d(X, e.reshape(1, 1, 3, 3), padding=1).reshape(-1)
+            for e in torch.eye(9, dtype=torch.float64)
+        ],
+        1,
+    )
+    exact_w = float(torch.linalg.matrix_norm(cols, ord=2)) ** 2
+    est_w = param_map_norm_sq(net.layers[0], [X], None, "w", iters=300)
+    assert 1.05 * exact_w * (1 - 1e-3) <= est_w <= 1.05 * exact_w * (1 + 1e-12)
+    # the Jacobian of a linear map is the map: max over the batch of ||J||^2 = ||A||^2
+    lin = nn.Linear(9, 40, bias=True).double()
+    with torch.no_grad():
+        lin.weight.copy_(A)
+    jac = jacobian_norm_sq(lin, torch.randn(2, 9, generator=g, dtype=torch.float64), g, iters=300)
+    assert jac == pytest.approx(float(torch.linalg.matrix_norm(A, ord=2)) ** 2, rel=1e-8)

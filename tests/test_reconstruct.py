@@ -19,12 +19,16 @@ from liftinv.operators import (
     estimate_noise_level,
     from_odl,
     grad2d,
+    gradient_magnitude,
     make_operator,
     power_method,
     project_l2_ball,
     reconstruct,
     total_variation,
+    tv_pdhg_step,
 )
+
+from liftinv.metrics import History
 
 
 def _psnr(x_hat: torch.Tensor, x: torch.Tensor) -> float:
@@ -52,16 +56,142 @@ def test_grad_of_constant_and_norm_bound():
     assert squared > 7.9  # the bound 8 is nearly attained by a checkerboard
 
 
+def test_grad_div_adjoint_with_a_channel_axis():
+    # (moved from the inversion tests: one TV for the whole package, layout [..., 2, H, W])
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 7, 9, generator=g, dtype=torch.float64)
+    p = torch.randn(3, 2, 2, 7, 9, generator=g, dtype=torch.float64)
+    assert torch.isclose((grad2d(x) * p).sum(), -(x * div2d(p)).sum(), rtol=1e-12)
+    # component 0 is along the rows (height), component 1 along the columns (width)
+    ramp = torch.arange(3.0).reshape(1, 1, 1, 3).expand(1, 1, 4, 3)
+    assert grad2d(ramp)[0, 0, 0].abs().max() == 0 and grad2d(ramp)[0, 0, 1, :, :2].eq(1).all()
+
+
 def test_total_variation_and_projection():
     x = torch.zeros(2, 1, 6, 6)
     x[1, :, :, 3:] = 2.0  # a vertical edge of height 2 along 6 rows
     torch.testing.assert_close(total_variation(x), torch.tensor([0.0, 12.0]))
+    # (moved from the inversion tests) TV of a constant image is 0; of a unit step it is the edge length
+    step = torch.zeros(1, 1, 6, 6, dtype=torch.float64)
+    step[..., 3:] = 1.0
+    assert float(total_variation(torch.ones(2, 1, 5, 5))[0]) == 0.0
+    assert float(total_variation(step)[0]) == pytest.approx(6.0)
     p = torch.randn(3, 1, 2, 5, 5, generator=torch.Generator().manual_seed(1)) * 3
     q = project_l2_ball(p, 0.5)
     magnitude = q.square().sum(dim=-3).sqrt()
     assert float(magnitude.max()) <= 0.5 + 1e-6
     inside = p.square().sum(dim=-3).sqrt() <= 0.5
     torch.testing.assert_close(q[:, :, 0][inside], p[:, :, 0][inside])
+
+
+def test_gradient_magnitude_is_the_pixelwise_norm():
+    p = torch.randn(2, 3, 2, 4, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    torch.testing.assert_close(gradient_magnitude(p), torch.linalg.vector_norm(p, dim=-3))
+    torch.testing.assert_close(
+        gradient_magnitude(p, eps=0.3), (torch.linalg.vector_norm(p, dim=-3) ** 2 + 0.09).sqrt() - 0.3
+    )
+
+
+def test_smoothed_total_variation():
+    """TV_eps = sum sqrt(|grad x|^2 + eps^2) - eps: below TV by at most eps per pixel, smooth, 0 on constants."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 1, 8, 8, generator=g, dtype=torch.float64)
+    eps = 0.05
+    exact, smooth = total_variation(x), total_variation(x, eps)
+    expected = ((grad2d(x).square().sum(dim=-3) + eps**2).sqrt() - eps).reshape(2, -1).sum(1)
+    torch.testing.assert_close(smooth, expected)
+    assert bool((smooth <= exact).all()) and bool((exact - smooth <= eps * 64).all())
+    assert float(total_variation(torch.full((1, 1, 4, 4), 0.7), eps)[0]) == 0.0
+    assert torch.equal(total_variation(x, 0.0), exact)
+    # differentiable everywhere, also where the gradient vanishes (a constant image), unlike exact TV
+    c = torch.full((1, 1, 4, 4), 0.5, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(total_variation(c, eps).sum(), c)
+    assert torch.equal(grad, torch.zeros_like(grad))
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        total_variation(x, -1.0)
+
+
+def _tv_denoise(y, alpha, iters, *, scaled=False, bounds=None):
+    """TV denoising min 1/2||x - y||^2 + alpha TV(x) by tv_pdhg_step (Condat-Vu, L = 1)."""
+    tau = 1.0
+    x, x_old = y.clone(), y.clone()
+    p = torch.zeros_like(grad2d(y))
+    for k in range(iters):
+        grad_bar = grad2d(2 * x - x_old) if k else None
+        x_old = x
+        if scaled:  # dual variable in the unit ball, alpha as the weight of grad: dual step s alpha
+            s = 1.0 / (16 * alpha**2)
+            x, p = tv_pdhg_step(x, p, x - y, tau, s * alpha, grad_bar, weight=alpha, bounds=bounds)
+        else:  # dual variable in the alpha-ball
+            x, p = tv_pdhg_step(x, p, x - y, tau, 1.0 / 16, grad_bar, radius=alpha, bounds=bounds)
+    return x, p
+
+
+def test_tv_pdhg_step_solves_tv_denoising_with_a_zero_duality_gap():
+    """The iterates reach the ROF minimiser: the primal-dual gap of min 1/2||x-y||^2 + alpha TV(x) vanishes.
+
+    Dual problem: max_{|P_ij| <= alpha} 1/2 ||y||^2 - 1/2 ||y + div P||^2, with x = y + div P at the optimum.
+    """
+    y = torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    alpha = 0.1
+    x, P = _tv_denoise(y, alpha, 3000)
+    primal = 0.5 * (x - y).square().sum() + alpha * total_variation(x).sum()
+    dual = 0.5 * y.square().sum() - 0.5 * (y + div2d(P)).square().sum()
+    assert float(gradient_magnitude(P).max()) <= alpha * (1 + 1e-12)
+    assert float(primal - dual) < 1e-6 * float(primal)
+    torch.testing.assert_close(x, y + div2d(P), rtol=0, atol=1e-4)
+    # the scaled form (unit ball, weight alpha, dual step s alpha) runs the same iteration with p = P / alpha
+    xs, ps = _tv_denoise(y, alpha, 200, scaled=True)
+    x200, P200 = _tv_denoise(y, alpha, 200)
+    torch.testing.assert_close(xs, x200, rtol=0, atol=1e-12)
+    torch.testing.assert_close(alpha * ps, P200, rtol=0, atol=1e-12)
+
+
+def test_tv_pdhg_step_single_step_box_radius_zero_and_per_sample_steps():
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(2, 1, 6, 6, generator=g, dtype=torch.float64)
+    grad_h = torch.randn(2, 1, 6, 6, generator=g, dtype=torch.float64)
+    p = 0.1 * torch.randn(2, 1, 2, 6, 6, generator=g, dtype=torch.float64)
+    grad_bar = torch.randn(2, 1, 2, 6, 6, generator=g, dtype=torch.float64)
+    # no extrapolation yet: p is used as given, x takes the primal step
+    x1, p1 = tv_pdhg_step(x, p, grad_h, 0.5, 0.2, None)
+    assert p1 is p
+    torch.testing.assert_close(x1, x - 0.5 * (grad_h - div2d(p)))
+    # the written iteration: dual projection then primal step, then the box
+    x2, p2 = tv_pdhg_step(x, p, grad_h, 0.5, 0.2, grad_bar, radius=0.3, weight=2.0, bounds=(0.0, 0.6))
+    torch.testing.assert_close(p2, project_l2_ball(p + 0.2 * grad_bar, 0.3))
+    torch.testing.assert_close(x2, (x - 0.5 * (grad_h - 2.0 * div2d(p2))).clamp(0.0, 0.6))
+    assert float(x2.min()) >= 0.0 and float(x2.max()) <= 0.6
+    # radius 0 switches TV off
+    x3, p3 = tv_pdhg_step(x, p, grad_h, 0.5, 0.2, grad_bar, radius=0.0)
+    assert torch.equal(p3, torch.zeros_like(p)) and torch.equal(x3, x - 0.5 * grad_h)
+    # per-sample dual steps and weights act sample by sample
+    sig, w = torch.tensor([0.2, 0.05]).double(), torch.tensor([2.0, 0.5]).double()
+    xb, pb = tv_pdhg_step(
+        x, p, grad_h, 0.5, sig.reshape(2, 1, 1, 1, 1), grad_bar, weight=w.reshape(2, 1, 1, 1)
+    )
+    for i in range(2):
+        xi, pi = tv_pdhg_step(
+            x[i : i + 1],
+            p[i : i + 1],
+            grad_h[i : i + 1],
+            0.5,
+            float(sig[i]),
+            grad_bar[i : i + 1],
+            weight=float(w[i]),
+        )
+        torch.testing.assert_close(xb[i : i + 1], xi)
+        torch.testing.assert_close(pb[i : i + 1], pi)
+
+
+def test_power_method_delegates_to_the_one_power_iteration():
+    from liftinv.lifted.norms import power_iteration
+
+    x0 = torch.randn(1, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    gram = lambda v: -div2d(grad2d(v))  # noqa: E731
+    expected, _ = power_iteration(gram, x0, 40, tol=1e-6)
+    assert power_method(gram, x0, max_iter=40, tol=1e-6) == expected
+    assert power_method(lambda v: 0 * v, x0) == 0.0
 
 
 # ------------------------------------------------------------------------------------------- headline
@@ -93,8 +223,11 @@ def test_tikhonov_solves_the_normal_equations():
     residual = op.A_adjoint(op.A(result.x)) + 0.05 * result.x - op.A_adjoint(y)
     assert float(residual.norm() / op.A_adjoint(y).norm()) < 1e-8
     assert result.converged
-    objectives = [h["objective"] for h in result.history]
+    objectives = result.history["objective"]
+    assert objectives == [h["objective"] for h in result.history]
     assert all(b <= a + 1e-12 for a, b in zip(objectives, objectives[1:]))  # CG decreases the objective
+    pinv = reconstruct(y, op, "pinv", progress=False).history
+    assert isinstance(pinv, History) and len(pinv) == 1 and pinv[0]["iteration"] == 0
 
 
 def test_tikhonov_matches_the_closed_form_for_circular_blur():
@@ -113,7 +246,9 @@ def test_tv_objective_decreases_and_bounds_hold():
     result = reconstruct(y, op, "tv", alpha=0.02, bounds=(0.0, 1.0), max_iter=150, progress=False)
     assert float(result.x.min()) >= 0.0 and float(result.x.max()) <= 1.0
     history = result.history
+    assert isinstance(history, History) and history.method == "tv"
     assert len(history) == result.iterations and history[-1]["iteration"] == result.iterations
+    assert history["iteration"] == list(range(1, result.iterations + 1))
     assert history[-1]["objective"] < 0.5 * history[0]["objective"]
     assert {"objective", "residual", "change"} <= set(history[-1])
     nonneg = reconstruct(y, op, "tv", alpha=0.02, bounds=(0, None), max_iter=30, progress=False)

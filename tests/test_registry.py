@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from liftinv.operators import make_operator
 
 from liftinv.models import build_model, mlp
-from liftinv.operators import make_operator
 from liftinv.training import available_methods, get_trainer
 from liftinv.training.registry import DESCRIPTIONS, METHOD_MODULES, describe_methods, register_method
 

@@ -89,7 +89,7 @@ def test_closed_form_blocks_match_engine(loss, penalty):
         nn.Flatten(), nn.Linear(12, 20), nn.ReLU(), nn.Linear(20, 15), nn.ReLU(), nn.Linear(15, 4)
     )
     model = model.double()
-    net = lift(model, loss=loss, penalty=penalty, lambdas=[0.7, 1.3, 1.0])
+    net = lift(model, loss=loss, penalty=penalty, lambdas=[0.7, 1.3])
     x = torch.randn(30, 3, 4, dtype=torch.float64)
     y = F.one_hot(torch.randint(0, 4, (30,)), 4).double()
     st = net.init_states(x, y)
@@ -329,10 +329,18 @@ def test_shape_mismatch_and_nan(method):
 
 
 @pytest.mark.parametrize("method", LIFTED)
-@pytest.mark.parametrize("lambdas", [-1.0, [1.0, -0.5, 1.0], float("nan")])
-def test_negative_lambda(method, lambdas):
+@pytest.mark.parametrize(
+    "lambdas",
+    [-1.0, [1.0, -0.5], float("nan"), [1.0, 1.0, 1.0], "1"],
+    ids=["neg", "neg-list", "nan", "len", "str"],
+)
+def test_bad_lambdas(method, lambdas):
+    """One contract: a float >= 0 or one value >= 0 per penalised layer (the 8-16-16-3 MLP has two)."""
     X, Y = torch.randn(20, 8), torch.randint(0, 3, (20,))
-    with pytest.raises(ValueError, match="lambdas must be >= 0"):
+    with pytest.raises(
+        ValueError,
+        match=r"lambdas must be a float >= 0 or a sequence of 2 floats >= 0 \(one per penalised layer\)",
+    ):
         fit(
             _net(0, (8, 16, 16, 3), torch.float32),
             (X, Y),
@@ -349,10 +357,11 @@ def test_negative_lambda(method, lambdas):
         ("bregman-bcd", {"weight_steps": 0}, "weight_steps must be an int >= 1"),
         ("bregman-bcd", {"sweeps": -1}, "sweeps must be an int >= 0"),
         ("bregman-bcd", {"batch_size": 0}, "batch_size must be a positive int"),
-        ("bregman-bcd", {"order": "bottom-up"}, "order must be 'top-down' or 'parity'"),
+        ("bregman-bcd", {"order": "bottom-up"}, "order must be one of 'top-down', 'parity', 'symmetric'"),
         ("bregman-isgm", {"tau": 0.0}, "tau must be a positive float"),
         ("bregman-isgm", {"inner": 0}, "inner must be an int >= 1"),
         ("bregman-adaptive", {"lr": -1e-3}, "lr must be a positive float"),
+        ("bregman-adaptive", {"weight_decay": -1.0}, "weight_decay must be a non-negative number"),
         ("bregman-bcd", {"penalty": "l1"}, "penalty must be one of"),
     ],
 )
@@ -368,3 +377,58 @@ def test_parity_order_and_other_activations(small):
         h = fit(_net(0, act=act), (X, Y), method="bregman-bcd", epochs=3, progress=False, order="parity")
         obj = h["objective"]
         assert all(b <= a + 1e-12 * abs(a) for a, b in zip(obj, obj[1:])), (act, obj)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the shared option vocabulary: lambdas per penalised layer, sweep orders, reinit, weight decay
+# ---------------------------------------------------------------------------------------------------------
+def test_lambdas_are_one_weight_per_penalised_layer(small):
+    X, Y = small
+    cls = get_trainer("bregman-bcd")
+    # a classifier: the last layer holds the data term (weight 1), the two hidden layers are penalised
+    assert cls(_net(), X, Y, lambdas=[0.5, 2.0]).net.lambdas == [0.5, 2.0, 1.0]
+    assert cls(_net(), X, Y, lambdas=0.5).net.lambdas == [0.5, 0.5, 1.0]
+    # a network that ends with an activation: its last state is free and penalised too
+    torch.manual_seed(0)
+    ae = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 64), nn.Sigmoid()).double()
+    tr = get_trainer("bregman-isgm")(ae, X, X, lambdas=[0.5, 2.0])
+    assert tr.net.last == "free" and tr.net.lambdas == [0.5, 2.0]
+
+
+@pytest.mark.parametrize(
+    "order,expected", [("top-down", [3, 2, 1]), ("parity", [3, 1, 2]), ("symmetric", [1, 2, 3, 3, 2, 1])]
+)
+def test_every_sweep_order_descends(small, order, expected):
+    """Full-batch BCD decreases the lifted objective whatever the order of the (safe) state steps."""
+    X, Y = small
+    sizes = (64, 32, 32, 32, 10)
+    assert get_trainer("bregman-bcd")(_net(0, sizes), X, Y, order=order).sweep_order == expected
+    h = fit(_net(0, sizes), (X, Y), method="bregman-bcd", epochs=4, progress=False, order=order, sweeps=2)
+    obj = h["objective"]
+    assert all(b <= a + 1e-12 * abs(a) for a, b in zip(obj, obj[1:])), (order, obj)
+    assert obj[-1] < 0.6 * obj[0]
+
+
+def test_reinit_restarts_the_states_from_a_forward_pass(small):
+    X, Y = small
+    cls = get_trainer("bregman-bcd")
+    for reinit in (True, False):
+        tr = cls(_net(), X, Y, reinit=reinit, batch_size=100)
+        tr.run_epoch(0, torch.Generator().manual_seed(0))
+        forward = [
+            torch.allclose(tr.states[s][l], tr.net.init_states(X[idx], tr.T[idx])[l])
+            for s, idx in enumerate(tr.shards)
+            for l in tr.free
+        ]
+        assert all(forward) if reinit else not any(forward)
+
+
+def test_adaptive_weight_decay_shrinks_the_weights(small):
+    X, Y = small
+    norms = {}
+    for weight_decay in (0.0, 1.0):
+        model = _net(0)
+        opts = dict(batch_size=60, lr=1e-2, weight_decay=weight_decay)
+        fit(model, (X, Y), method="bregman-adaptive", epochs=2, progress=False, **opts)
+        norms[weight_decay] = float(sum(p.detach().pow(2).sum() for p in model.parameters()))
+    assert norms[1.0] < 0.5 * norms[0.0], norms

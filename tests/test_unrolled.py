@@ -9,7 +9,9 @@ import torch
 from liftinv.operators import make_operator
 
 from liftinv.lifted import lift
+from liftinv.metrics import psnr
 from liftinv.models import OperatorAdapter, ParsevalConv, UnrolledDualFB, UnrolledProxGrad
+from liftinv.training import fit, get_trainer
 from liftinv.training.unrolled import UnrolledLiftedTrainer
 from liftinv.unrolled import (
     ModelMismatchError,
@@ -36,7 +38,7 @@ def one_thread():
 
 
 def _psnr(x, ref):
-    return float((-10 * torch.log10((x.clamp(0, 1) - ref).pow(2).flatten(1).mean(1))).mean())
+    return float(psnr(x.clamp(0, 1), ref).mean())
 
 
 OPERATORS = [("blur", {}), ("tomography", {"angles": 8}), ("inpainting", {}), ("denoising", {})]
@@ -159,6 +161,59 @@ def test_state_sweep_never_increases_the_lifted_objective(generator):
         values.append(float(trainer.net.objective(states, x)["objective"].detach()))
     assert all(b <= a + 1e-10 for a, b in zip(values, values[1:]))
     assert values[-1] < values[0]  # the targets reach the states (top-down sweep)
+
+
+@pytest.mark.parametrize("method", ["bregman-bcd", "mac-bcd"])
+@pytest.mark.parametrize("order", ["top-down", "parity", "symmetric"])
+def test_bcd_with_gradient_weight_steps_never_increases_the_lifted_objective(method, order):
+    """``weight_update="gd"``: backtracked gradient steps; with exact state steps in any sweep order and the
+    states kept across epochs (one batch), every block update is a descent step."""
+    data = make_task_data("deblur", image_size=12, n_train=8, seed=0)
+    y, x = (t.double() for t in data.train)
+    net = build_model("proxgrad", data.operator, iterations=3, init="adjoint").double()
+    with torch.no_grad():
+        nested = float(0.5 * (net(y) - x).pow(2).flatten(1).sum(1).mean())
+    opts = dict(batch_size=8, weight_update="gd", order=order, sweeps=2, weight_steps=2, lr=1e-2)
+    h = fit(net, (y, x), method=method, epochs=4, progress=False, **opts)
+    obj = h["objective"]
+    assert obj[0] < nested  # the states start at the forward pass, where the objective is the nested loss
+    assert all(b <= a + 1e-12 * abs(a) for a, b in zip(obj, obj[1:])), obj
+    assert obj[-1] < obj[0]
+
+
+def test_isgm_with_gradient_weight_steps_resumes_to_the_same_weights(tmp_path):
+    data = make_task_data("deblur", image_size=12, n_train=8, seed=0)
+    y, x = (t.double() for t in data.train)
+
+    def run(epochs, checkpoint=None):
+        net = build_model("proxgrad", data.operator, iterations=2, init="adjoint").double()
+        opts = dict(batch_size=4, weight_update="gd", tau=0.5, lr=1e-2, seed=3, progress=False)
+        fit(net, (y, x), method="bregman-isgm", epochs=epochs, checkpoint=checkpoint, **opts)
+        return net
+
+    straight = run(3)
+    run(1, tmp_path / "ck.pt")
+    resumed = run(3, tmp_path / "ck.pt")
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_unrolled_trainers_share_the_option_vocabulary(generator):
+    """Same ``lambdas`` contract (one weight per penalised, i.e. hidden, layer), ``order`` names and ``tau``
+    as the general lifted trainers."""
+    data = make_task_data("deblur", image_size=12, n_train=4, seed=0)
+    y, x = data.train
+    net = build_model("proxgrad", data.operator, iterations=3)
+    cls = get_trainer("bregman-isgm", net)
+    assert cls is not get_trainer("bregman-isgm")  # the specialised implementation
+    tr = cls(net, y, x, lambdas=[0.5, 1.0, 2.0], order="parity")
+    assert tr.net.lambdas == [0.5, 1.0, 2.0, 1.0] and tr.sweep_order == [3, 1, 2]
+    with pytest.raises(ValueError, match=r"lambdas must be a float >= 0 or a sequence of 3 floats >= 0"):
+        cls(net, y, x, lambdas=[1.0, 1.0])
+    with pytest.raises(ValueError, match="order must be one of 'top-down', 'parity', 'symmetric'"):
+        cls(net, y, x, order="bottom-up")
+    with pytest.raises(ValueError, match="tau must be a positive float"):
+        cls(net, y, x, tau=0.0)
 
 
 @pytest.fixture(scope="module")

@@ -40,11 +40,9 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     p.add_argument("--n-train", type=int, default=256, help="number of 32x32 training patches")
     p.add_argument("--image", default="chelsea", help="held-out image (bundled name or file)")
     p.add_argument("--size", type=int, default=64, help="side of the held-out image")
-    p.add_argument(
-        "--method",
-        default="bregman-isgm",
-        help="training method: bregman-isgm | bregman-bcd | mac | backprop",
-    )
+    from liftinv.commands.train import method_help
+
+    p.add_argument("--method", default="bregman-isgm", help=method_help())
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -52,10 +50,10 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
 
 
 def _psnr(x, ref) -> float:
-    import torch
+    """PSNR of one image clipped to [0, 1] (:func:`liftinv.metrics.psnr`)."""
+    from liftinv.metrics import psnr
 
-    mse = float((x.detach().cpu().clamp(0, 1) - ref.cpu()).pow(2).mean())
-    return -10.0 * torch.log10(torch.tensor(max(mse, 1e-12))).item()
+    return float(psnr(x.detach().cpu().clamp(0, 1), ref.cpu())[0])
 
 
 def _figure(path: str, panels: list, titles: list[str]) -> None:
@@ -81,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--n-train: expected a positive int, got {args.n_train}")
     if args.size < 16:
         raise ValueError(f"--size: expected an image side >= 16, got {args.size}")
-    if args.method not in ("bregman-isgm", "bregman-bcd", "mac", "backprop"):
-        raise ValueError(
-            f"--method: expected bregman-isgm | bregman-bcd | mac | backprop, got {args.method!r}"
-        )
+    from liftinv.commands.train import method_names
+
+    if args.method not in method_names():
+        raise ValueError(f"--method: expected one of {', '.join(method_names())}, got {args.method!r}")
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise FileNotFoundError(f"--out: the folder {out_dir} does not exist")
@@ -94,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from liftinv.operators import reconstruct as classical
     from liftinv.training import seed_everything
     from liftinv.unrolled import TASKS, make_task_data, resolve_method, train
-    from liftinv.unrolled.tasks import TRAIN_IMAGES, simulate
+    from liftinv.unrolled.tasks import TRAIN_IMAGES
 
     torch.set_num_threads(max(1, args.threads))
     start = time.perf_counter()
@@ -128,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     # held-out image at a larger size: same blur, same network weights (convolutional)
     x = load_image(args.image, args.size)
     op = task.make_operator(args.size)
-    y = simulate(op, x, task.noise, torch.Generator().manual_seed(10_000 + args.seed))
+    y = op.measure(x, task.noise, generator=torch.Generator().manual_seed(10_000 + args.seed))
     net = model.with_operator(op).cpu()
     with torch.no_grad():
         x_net = net.reconstruct(y)
@@ -141,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         "bregman-bcd": "lifted Bregman BCD",
         "mac": "MAC",
         "backprop": "backprop",
-    }[args.method]
+    }.get(args.method, args.method)
     print(f"held-out image {args.image!r} {args.size}x{args.size} (blur sigma 2, noise {task.noise}):")
     rows = [
         ("pinv (truncated inverse filter)", p_pinv),

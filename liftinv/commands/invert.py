@@ -7,8 +7,9 @@ Example::
 
 Simulates ``f = N(u) + noise ||N(u)|| e / ||e||`` (relative Gaussian noise, ``e`` seeded by ``--seed``) for a
 test image ``u``, inverts ``N`` with :func:`liftinv.inversion.invert` (TV regulariser, box [0, 1]), prints
-PSNR and SSIM of the recovered input (deepinv's ``PSNR(max_pixel=1)`` and ``SSIM()``, the latter being
-torchmetrics' Gaussian-window SSIM, 11 x 11, sigma 1.5) and the relative residual ``||N(u) - f|| / ||f||``,
+PSNR and SSIM of the recovered input (:func:`liftinv.metrics.psnr` / :func:`~liftinv.metrics.ssim`:
+deepinv's ``PSNR(max_pixel=1)`` and ``SSIM()``, the latter being torchmetrics' Gaussian-window SSIM, 11 x 11,
+sigma 1.5) and the relative residual ``||N(u) - f|| / ||f||``,
 and writes a figure: truth | output f | reconstruction.
 
 ``--model`` is
@@ -182,6 +183,7 @@ def _problem(args) -> dict[str, Any]:
     """Model, truth image, input shape and default alpha for ``args.model``."""
     import torch
 
+    from liftinv.datasets import random_phantoms, shepp_logan
     from liftinv.inversion import input_shape_of, recipes
 
     if args.model == "perceptron":
@@ -189,9 +191,9 @@ def _problem(args) -> dict[str, Any]:
         net = recipes.perceptron(n, args.features, seed=args.seed)
         img = args.image or "shepp-logan"
         if img in ("shepp-logan", "shepp_logan"):
-            u = recipes.shepp_logan(n)
+            u = shepp_logan(n, source="skimage")
         elif img == "phantom":
-            u = recipes.phantoms(1, n, seed=args.seed)
+            u = random_phantoms(1, n, seed=args.seed, kind="mixed")
         else:
             raise InvertError(f"--image must be shepp-logan or phantom for the perceptron, got {img!r}")
         return {"model": net, "u": u, "input_shape": (1, n, n), "alpha": 10.0 * (n / 64) ** 2, "extras": {}}
@@ -232,9 +234,9 @@ def _problem(args) -> dict[str, Any]:
     import torch.nn.functional as F
 
     u = (
-        recipes.shepp_logan(max(H, W))
+        shepp_logan(max(H, W), source="skimage")
         if (args.image or "shepp-logan") != "phantom"
-        else recipes.phantoms(1, max(H, W), seed=args.seed)
+        else random_phantoms(1, max(H, W), seed=args.seed, kind="mixed")
     )
     u = F.interpolate(u, size=(H, W), mode="bilinear", align_corners=False).clamp(0, 1)
     u = u.expand(1, *((math.prod(image_shape[:-2]),) if len(image_shape) > 2 else (1,)), H, W)
@@ -346,15 +348,16 @@ def run(args: argparse.Namespace) -> int:
         input_shape=prob["input_shape"],
         image_shape=prob.get("image_shape"),
     )
-    from deepinv.loss.metric import PSNR, SSIM
+    from liftinv.metrics import psnr as psnr_of
+    from liftinv.metrics import ssim as ssim_of
 
     img_shape = prob.get("image_shape", prob["input_shape"])
     rec = res.u.detach().cpu().float().clamp(0, 1).reshape(1, *img_shape)
     truth = prob["u"].detach().cpu().float().reshape(1, *img_shape)
     if rec.dim() == 3:
         rec, truth = rec.unsqueeze(1), truth.unsqueeze(1)
-    psnr = float(PSNR(max_pixel=1)(rec, truth)[0])
-    ssim = float(SSIM()(rec, truth)[0])
+    psnr = float(psnr_of(rec, truth)[0])
+    ssim = float(ssim_of(rec, truth)[0])
     name = args.method + (f" ({args.coupling})" if args.method == "lifted" else "")
     print(
         f"model {args.model}: {name}, solver {res.info.get('solver')}, alpha {alpha:g}, noise {args.noise:g}, "

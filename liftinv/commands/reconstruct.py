@@ -5,9 +5,10 @@ Example::
     liftinv reconstruct --operator tomography --image camera --size 128 --method tv --noise 0.01 \\
         --seed 0 --out result.png
 
-Prints PSNR and SSIM of the reconstruction (deepinv's ``PSNR(max_pixel=1)`` and ``SSIM()``, the latter
-being torchmetrics' Gaussian-window SSIM, 11x11, sigma 1.5; both on the reconstruction clipped to
-``[0, 1]``, the image range) and writes a figure: truth | measurement | reconstruction.
+Prints PSNR and SSIM of the reconstruction (:func:`liftinv.metrics.psnr` and :func:`~liftinv.metrics.ssim`:
+deepinv's ``PSNR(max_pixel=1)`` and ``SSIM()``, the latter being torchmetrics' Gaussian-window SSIM, 11x11,
+sigma 1.5; both on the reconstruction clipped to ``[0, 1]``, the image range) and writes a figure:
+truth | measurement | reconstruction.
 
 With ``--model PATH`` the reconstruction comes from a trained network loaded by
 ``liftinv.unrolled.load_model(PATH)`` and called as ``model(y)``.
@@ -107,17 +108,18 @@ def _validate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load_model(path: str, operator: Any):
+    from liftinv.unrolled import load_model
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--model: no such file: {path}")
     try:
-        from liftinv.unrolled import load_model
-    except ImportError as exc:
-        if exc.name in ("liftinv.unrolled", None) or "load_model" in str(exc):
-            raise RuntimeError(
-                "--model needs liftinv.unrolled.load_model, which this installation of liftinv does not have"
-            ) from None
-        raise
-    model = load_model(path)
+        model = load_model(path)
+    except ValueError as exc:
+        # the library's message, with the command-line advice
+        raise ValueError(
+            f"--model: {exc} (`liftinv train --out FILE` writes a model file; FILE.ckpt is its training "
+            "checkpoint)"
+        ) from None
     model_operator = getattr(model, "operator", None)
     if model_operator is not None and hasattr(model_operator, "describe"):
         trained_for = model_operator.describe()
@@ -158,9 +160,10 @@ def run(args: argparse.Namespace) -> int:
     """Run ``liftinv reconstruct``; returns 0 on success (bad input raises, and the CLI prints one line)."""
     extra = _validate(args)
     import torch
-    from deepinv.loss.metric import PSNR, SSIM
 
     from liftinv.datasets import load_image
+    from liftinv.metrics import psnr as psnr_of
+    from liftinv.metrics import ssim as ssim_of
     from liftinv.operators import GaussianNoise, make_operator, reconstruct
 
     x = load_image(args.image, args.size)
@@ -191,8 +194,8 @@ def run(args: argparse.Namespace) -> int:
             f"the reconstruction has shape {getattr(x_hat, 'shape', None)}, expected {list(x.shape)}"
         )
     clipped = x_hat.clamp(0.0, 1.0)
-    psnr = float(PSNR(max_pixel=1.0)(clipped, x))
-    ssim = float(SSIM()(clipped, x))
+    psnr = float(psnr_of(clipped, x))
+    ssim = float(ssim_of(clipped, x))
     description = operator.describe()
     settings = ", ".join(
         f"{k}={v}" for k, v in description.items() if k not in ("name", "image_size", "mask")
@@ -205,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"SSIM:       {ssim:.4f}     (deepinv SSIM(): torchmetrics Gaussian window 11x11, sigma 1.5)")
     measurement_title = f"measurement ({operator.name}, noise {args.noise:g})"
     if y.shape == x.shape:
-        measurement_title += f"\nPSNR {float(PSNR(max_pixel=1.0)(y.clamp(0, 1), x)):.2f} dB"
+        measurement_title += f"\nPSNR {float(psnr_of(y.clamp(0, 1), x)):.2f} dB"
     titles = [f"truth ({args.image})", measurement_title, f"{label}\nPSNR {psnr:.2f} dB, SSIM {ssim:.3f}"]
     _figure(args.out, x, y, x_hat.clamp(0.0, 1.0), titles)
     print(f"wrote {args.out}")

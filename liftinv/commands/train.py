@@ -21,7 +21,24 @@ from typing import Any
 
 TASK_NAMES = ("deblur", "ct", "inpaint", "denoise")
 ARCH_NAMES = ("proxgrad", "dualfb")
-METHOD_NAMES = ("backprop", "mac", "bregman-bcd", "bregman-isgm")
+
+
+def method_names() -> list[str]:
+    """Every ``--method`` value: the short aliases, then the registered methods for unrolled networks."""
+    from liftinv.training.registry import methods_for
+    from liftinv.unrolled.train import METHOD_ALIASES
+
+    return [*METHOD_ALIASES, *methods_for("unrolled")]
+
+
+def method_help() -> str:
+    """``--method`` help: the aliases and the registry's descriptions of the methods for unrolled networks."""
+    from liftinv.training.registry import DESCRIPTIONS, methods_for
+    from liftinv.unrolled.train import METHOD_ALIASES
+
+    aliases = [f"{a} (= {m})" for a, m in METHOD_ALIASES.items()]
+    names = [f"{n} ({DESCRIPTIONS[n]})" for n in methods_for("unrolled")]
+    return "training method: " + "; ".join(aliases + names)
 
 
 def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParser:
@@ -35,7 +52,7 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     )
     p.add_argument("--task", default="deblur", help=f"task: {' | '.join(TASK_NAMES)}")
     p.add_argument("--arch", default="proxgrad", help=f"architecture: {' | '.join(ARCH_NAMES)}")
-    p.add_argument("--method", default="bregman-isgm", help=f"training method: {' | '.join(METHOD_NAMES)}")
+    p.add_argument("--method", default="bregman-isgm", help=method_help())
     p.add_argument("--epochs", type=int, default=20, help="training epochs")
     p.add_argument("--seed", type=int, default=0, help="seed (patches, noise, mini-batches)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:K")
@@ -59,8 +76,8 @@ def _validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--task: expected one of {', '.join(TASK_NAMES)}, got {args.task!r}")
     if args.arch not in ARCH_NAMES:
         raise ValueError(f"--arch: expected one of {', '.join(ARCH_NAMES)}, got {args.arch!r}")
-    if args.method not in METHOD_NAMES:
-        raise ValueError(f"--method: expected one of {', '.join(METHOD_NAMES)}, got {args.method!r}")
+    if args.method not in method_names():
+        raise ValueError(f"--method: expected one of {', '.join(method_names())}, got {args.method!r}")
     if args.epochs < 0:
         raise ValueError(f"--epochs: expected an int >= 0, got {args.epochs}")
     if args.image_size < 8:
@@ -91,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     _validate(args)
     import torch
 
+    from liftinv.metrics import psnr as psnr_per_image
     from liftinv.unrolled import make_task_data, resolve_method, save_model, train
 
     if args.threads:
@@ -131,8 +149,7 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         dev = next(model.parameters()).device
         out = model.reconstruct(y_test.to(dev)).cpu()
-    mse = (out.clamp(0, 1) - x_test).pow(2).flatten(1).mean(1)
-    psnr = float((-10 * torch.log10(mse)).mean())
+    psnr = float(psnr_per_image(out.clamp(0, 1), x_test).mean())
     wall = history.last.get("wall", seconds) if len(history) else 0.0
     save_model(
         args.out,

@@ -9,11 +9,10 @@ writes to ``--out``: ``checkpoint.pt`` (after every epoch; re-running the comman
 larger ``--epochs`` continues training), ``model.pt`` (``{"state_dict", "config"}``), ``config.json``,
 ``history.json`` and ``loss.png`` (objective and test accuracy per epoch), and prints the test accuracy.
 
-Methods: back-propagation (``backprop-sgd``, ``backprop-adam``), lifted solvers (``mac-bcd``,
-``fenchel-bcd``, ``bregman-bcd``, ``bregman-accel``, ``bregman-adaptive``, ``bregman-isgm``, ``mac-isgm``;
-Wang & Benning, JMLR 2023; Carreira-Perpinan & Wang, AISTATS 2014; Gu, Askari & El Ghaoui, AISTATS 2020),
-and hard-threshold training (``ftprop-softhinge``, ``ftprop-hinge``, ``sste``, ``ste``; Friesen & Domingos,
-ICLR 2018) for ``--activation sign`` / ``qrelu2``.
+Methods: every method of :func:`liftinv.training.registry.methods_for` ``("classifier")`` (listed by
+``--help``): back-propagation, lifted solvers (Wang & Benning, JMLR 2023; Carreira-Perpinan & Wang,
+AISTATS 2014; Gu, Askari & El Ghaoui, AISTATS 2020), and hard-threshold training (FTPROP and
+straight-through estimators; Friesen & Domingos, ICLR 2018) for ``--activation sign`` / ``qrelu2``.
 
 Data: ``digits`` (scikit-learn's 8x8 digits, 30% held out, stratified, fixed split) or ``mnist:DIR`` (local
 MNIST IDX files, its own train/test split).
@@ -25,6 +24,7 @@ import argparse
 import ast
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -46,18 +46,24 @@ def add_parser(subparsers, name: str, help_: str) -> argparse.ArgumentParser:
     -------
     argparse.ArgumentParser
     """
+    from liftinv.training.registry import describe_methods, methods_for
+
     p = subparsers.add_parser(
         name,
         help=help_,
-        description="Train a classifier by back-propagation, lifted solvers or FTPROP through liftinv.training.fit; "
-        "writes the model, history, loss plot and a resumable checkpoint to --out and prints the test accuracy.",
+        description=textwrap.fill(
+            "Train a classifier by back-propagation, lifted solvers or FTPROP through liftinv.training.fit; "
+            "writes the model, history, loss plot and a resumable checkpoint to --out and prints the test "
+            "accuracy.",
+            width=88,
+        ),
+        epilog="methods:\n  " + describe_methods(methods_for("classifier")).replace("\n", "\n  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps one line per method in the epilog
     )
     p.add_argument(
         "--method",
         default="backprop-adam",
-        help="training method (backprop-sgd|backprop-adam|mac-bcd|fenchel-bcd|bregman-bcd|bregman-accel|"
-        "bregman-adaptive|bregman-isgm|mac-isgm|ftprop-softhinge|ftprop-hinge|sste|ste); "
-        "default backprop-adam",
+        help="training method (see the list below); default backprop-adam",
     )
     p.add_argument(
         "--activation",
@@ -86,7 +92,9 @@ def add_parser(subparsers, name: str, help_: str) -> argparse.ArgumentParser:
         "--lr", type=float, default=None, help="learning rate (back-propagation, adaptive, FTPROP)"
     )
     p.add_argument(
-        "--lambdas", default=None, help="penalty weights of lifted methods: a float or a comma list"
+        "--lambdas",
+        default=None,
+        help="penalty weights of lifted methods: a float, or a comma list with one value per hidden layer",
     )
     p.add_argument(
         "--option",
@@ -273,23 +281,25 @@ def run(args) -> int:
     """
     import torch
 
-    from liftinv.training import accuracy, available_methods, fit, load_checkpoint
+    from liftinv.training import accuracy, fit, load_checkpoint
+    from liftinv.training.registry import methods_for
 
+    # every check of the input comes before anything is written to --out
     if not args.out:
         raise ValueError("--out DIR is required (the checkpoint, model, history and loss plot go there)")
-    if args.method not in available_methods():
-        raise ValueError(f"--method must be one of {', '.join(available_methods())}; got {args.method!r}")
+    if args.method not in methods_for("classifier"):
+        raise ValueError(
+            f"--method must be one of {', '.join(methods_for('classifier'))} (the methods that train "
+            f"classifiers); got {args.method!r}"
+        )
     if args.loss not in ("mse", "ce"):
         raise ValueError(f"--loss must be 'mse' or 'ce', got {args.loss!r}")
     if args.epochs < 0:
         raise ValueError(f"--epochs must be >= 0, got {args.epochs}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     options = _options(args)
     out = Path(args.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
     config = {
         "method": args.method,
         "activation": args.activation,
@@ -304,9 +314,7 @@ def run(args) -> int:
     }
     checkpoint = out / "checkpoint.pt"
     cfg_path = out / "config.json"
-    if args.fresh:
-        checkpoint.unlink(missing_ok=True)
-    elif checkpoint.is_file() and cfg_path.is_file():
+    if not args.fresh and checkpoint.is_file() and cfg_path.is_file():
         old = json.loads(cfg_path.read_text())
         diff = [k for k in _RUN_KEYS if old.get(k) != json.loads(json.dumps(config[k]))]
         if diff:
@@ -319,6 +327,8 @@ def run(args) -> int:
                 f"--out {str(out)!r} already holds {load_checkpoint(checkpoint)['epoch']} epochs, more than "
                 f"--epochs {args.epochs}; use a larger --epochs or --fresh"
             )
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     Xtr, Ytr, Xte, Yte = load_data(args.data, args.test_fraction)
     n_classes = int(max(Ytr.max(), Yte.max())) + 1
@@ -326,6 +336,9 @@ def run(args) -> int:
     model = build_model(args.arch, args.activation, args.hidden, tuple(Xtr.shape[1:]), n_classes)
     config["n_classes"] = n_classes
     config["input_shape"] = list(Xtr.shape[1:])
+    out.mkdir(parents=True, exist_ok=True)
+    if args.fresh:
+        checkpoint.unlink(missing_ok=True)
     cfg_path.write_text(json.dumps(config, indent=1))
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     t0 = time.perf_counter()

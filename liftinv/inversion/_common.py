@@ -1,4 +1,8 @@
-"""Plumbing shared by the inversion solvers: options, the result, argument checks, the run context, logging."""
+"""Plumbing shared by the inversion solvers: options, the result, argument checks, the run context, logging.
+
+Total variation (value, gradient, the PDHG step) lives in :mod:`liftinv.operators.tv`; it is imported where
+it is used, so that importing :mod:`liftinv.inversion` does not load the operators (and deepinv).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from liftinv.lifted.activations import Clip, Identity, LeakyReLU, ReLU, Sigmoid, SoftThreshold, Tanh
+from liftinv.metrics import History
 
 REGULARISERS = ("tv", "tikhonov", None)
 METHODS = ("lifted", "gradient")
@@ -31,10 +36,12 @@ class InversionResult:
     ----------
     u : Tensor
         Recovered inputs, batched ``[B, *input_shape]`` (on the device used for the inversion).
-    history : dict of list of float
-        Per logged iteration (every ``log_every``): ``iteration``, ``objective`` (batch mean of the
-        minimised objective; for ``gradient`` the un-smoothed one), ``data``, ``penalty`` (lifted only),
+    history : liftinv.metrics.History
+        One record per logged iteration (every ``log_every``): ``iteration``, ``objective`` (batch mean of
+        the minimised objective; for ``gradient`` the un-smoothed one), ``data``, ``penalty`` (lifted only),
         ``regulariser`` (``alpha J(u)``), ``residual`` (batch mean of ``||N(u) - f|| / ||f||``), ``time``.
+        ``history["objective"]`` is a column, ``history[-1]`` the last record (the same shape as
+        :func:`liftinv.fit` and :func:`liftinv.operators.reconstruct`).
     iterations : int
         Outer iterations performed.
     time : float
@@ -52,7 +59,7 @@ class InversionResult:
     """
 
     u: Tensor
-    history: dict[str, list[float]]
+    history: History
     iterations: int
     time: float
     residual: Tensor
@@ -66,95 +73,6 @@ class InversionResult:
 
 
 # ---------------------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------------------
-# total variation
-# ---------------------------------------------------------------------------------------------------------
-def tv_grad(x: Tensor) -> Tensor:
-    """Forward-difference image gradient with Neumann boundary (the operator of discrete TV).
-
-    ``(grad x)_ij = (x_{i,j+1} - x_ij, x_{i+1,j} - x_ij)``, 0 across the last column / row.
-
-    Parameters
-    ----------
-    x : Tensor
-        Shape ``[B, ..., H, W]``.
-
-    Returns
-    -------
-    Tensor
-        Shape ``[B, 2, ..., H, W]`` (horizontal, vertical differences).
-
-    Examples
-    --------
-    >>> tv_grad(torch.arange(4.0).reshape(1, 1, 2, 2))[0, :, 0]
-    tensor([[[1., 0.],
-             [1., 0.]],
-    <BLANKLINE>
-            [[2., 2.],
-             [0., 0.]]])
-    """
-    dx = torch.zeros_like(x)
-    dy = torch.zeros_like(x)
-    dx[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
-    dy[..., :-1, :] = x[..., 1:, :] - x[..., :-1, :]
-    return torch.stack((dx, dy), dim=1)
-
-
-def tv_div(p: Tensor) -> Tensor:
-    """Discrete divergence, the negative adjoint of :func:`tv_grad`: ``<grad x, p> = -<x, div p>``.
-
-    Parameters
-    ----------
-    p : Tensor
-        Shape ``[B, 2, ..., H, W]`` (a dual field, as returned by :func:`tv_grad`).
-
-    Returns
-    -------
-    Tensor
-        Shape ``[B, ..., H, W]``.
-    """
-    px, py = p[:, 0], p[:, 1]
-    d = torch.zeros_like(px)
-    d[..., :, :-1] += px[..., :, :-1]
-    d[..., :, 1:] -= px[..., :, :-1]
-    d[..., :-1, :] += py[..., :-1, :]
-    d[..., 1:, :] -= py[..., :-1, :]
-    return d
-
-
-def tv(x: Tensor, eps: float = 0.0) -> Tensor:
-    """Isotropic total variation per sample: ``TV(x) = sum_ij |(grad x)_ij|_2``.
-
-    With ``eps > 0`` the smoothed ``sum_ij (sqrt(|(grad x)_ij|^2 + eps^2) - eps)`` used by the Adam /
-    L-BFGS solvers (0 for constant images, differentiable everywhere).
-
-    Parameters
-    ----------
-    x : Tensor
-        Images ``[B, ..., H, W]`` (TV is summed over channels).
-    eps : float
-        Smoothing (0: exact TV).
-
-    Returns
-    -------
-    Tensor
-        Shape ``[B]``.
-
-    Examples
-    --------
-    >>> step = torch.zeros(1, 1, 4, 4); step[..., 2:] = 1.0
-    >>> float(tv(step)[0])  # a unit jump along an edge of length 4
-    4.0
-    """
-    g = tv_grad(x)
-    mag = (g.pow(2).sum(1) + eps * eps).sqrt() - eps if eps > 0 else g.pow(2).sum(1).sqrt()
-    return mag.reshape(x.shape[0], -1).sum(1)
-
-
-def _project_dual(p: Tensor) -> Tensor:
-    return p / p.pow(2).sum(1, keepdim=True).sqrt().clamp(min=1.0)
 
 
 def _model_param(model: nn.Module) -> Tensor | None:
@@ -238,7 +156,6 @@ class _Context:
     gen: torch.Generator
     progress: bool
     log_every: int
-    pdhg_ratio: float
     dev: torch.device
     seed: int = 0
 
@@ -248,7 +165,9 @@ class _Context:
     def reg_value(self, u: Tensor, eps: float = 0.0) -> Tensor:
         """alpha J(u) per sample."""
         if self.regulariser == "tv":
-            return self.alpha * tv(self.img(u), eps)
+            from liftinv.operators.tv import total_variation
+
+            return self.alpha * total_variation(self.img(u), eps)
         if self.regulariser == "tikhonov":
             return self.alpha * 0.5 * u.reshape(u.shape[0], -1).pow(2).sum(1)
         return torch.zeros_like(self.alpha)
@@ -290,35 +209,43 @@ class _NoBar:
 class _InputStep:
     """One step on the input block: PDHG for TV, proximal gradient for Tikhonov / no regulariser.
 
-    ``step(u, g)`` takes the gradient ``g`` of the smooth part at ``u`` and returns the new ``u``.
+    ``step(u, g)`` takes the gradient ``g`` of the smooth part at ``u`` and returns the new ``u``. The TV
+    step is :func:`liftinv.operators.tv.tv_pdhg_step` with the dual variable in the unit ball and the
+    weight ``alpha`` (per sample) on ``grad``. Its dual update needs the extrapolation ``2 u_new - u`` of
+    the previous step, kept here with that step's dual step size, so that the sequence is the one of
+    Condat-Vu's iteration ``u <- proj_box(u - tau (g - alpha div p))``,
+    ``p <- proj_{|p_ij| <= 1}(p + s alpha grad(2 u_new - u))``.
     """
 
     def __init__(self, ctx: _Context, lip: float, u: Tensor):
         self.ctx = ctx
         self.p = None
+        self._extrapolated = None  # (grad(2 u_new - u), dual step) of the previous step
         if ctx.regulariser == "tv":
             img = ctx.img(u)
-            self.p = torch.zeros((u.shape[0], 2, *img.shape[1:]), device=u.device, dtype=u.dtype)
+            shape = (*img.shape[:-2], 2, *img.shape[-2:])
+            self.p = torch.zeros(shape, device=u.device, dtype=u.dtype)
         self.set_lipschitz(lip)
 
     def set_lipschitz(self, lip: float) -> None:
-        """tau = 1/L; dual step s = r L / (16 alpha^2), so that s alpha^2 ||grad||^2 <= L/2 (||grad||^2 <= 8)."""
+        """tau = 1/L; dual step s = L / (16 alpha^2), so that s alpha^2 ||grad||^2 <= L/2 (||grad||^2 <= 8)."""
         self.lip = float(lip)
         self.tau = 1.0 / self.lip
         a = self.ctx.alpha
-        self.dual = torch.where(
-            a > 0, self.ctx.pdhg_ratio * self.lip / (16 * a.clamp(min=1e-30) ** 2), torch.zeros_like(a)
-        )
+        self.dual = torch.where(a > 0, self.lip / (16 * a.clamp(min=1e-30) ** 2), torch.zeros_like(a))
 
     def step(self, u: Tensor, g: Tensor) -> Tensor:
         ctx, tau, a = self.ctx, self.tau, self.ctx.alpha
         if ctx.regulariser == "tv":
+            from liftinv.operators.tv import grad2d, tv_pdhg_step
+
             img_u = ctx.img(u)
-            div_p = tv_div(self.p) * _bshape(a, img_u)
-            un = _clamp(u - tau * (g - div_p.reshape(u.shape)), ctx.box)
-            bar = ctx.img(2 * un - u)
-            self.p = _project_dual(self.p + _bshape(self.dual * a, self.p) * tv_grad(bar))
-            return un
+            grad_bar, sigma = self._extrapolated or (None, 0.0)
+            un, self.p = tv_pdhg_step(
+                img_u, self.p, ctx.img(g), tau, sigma, grad_bar, weight=_bshape(a, img_u), bounds=ctx.box
+            )
+            self._extrapolated = (grad2d(2 * un - img_u), _bshape(self.dual * a, self.p))
+            return un.reshape(u.shape)
         if ctx.regulariser == "tikhonov":
             return _clamp((u - tau * g) / (1 + tau * _bshape(a, u)), ctx.box)
         return _clamp(u - tau * g, ctx.box)
@@ -345,10 +272,9 @@ def _rel_change(pairs: Sequence[tuple[Tensor, Tensor]]) -> float:
     return float(torch.stack(vals).max()) if vals else 0.0
 
 
-def _log(hist: dict[str, list[float]], **vals):
-    for k, v in vals.items():
-        hist.setdefault(k, []).append(float(v))
-    if not math.isfinite(hist["objective"][-1]):
+def _log(hist: History, **vals):
+    hist.append(**{k: float(v) for k, v in vals.items()})
+    if not math.isfinite(hist[-1]["objective"]):
         raise FloatingPointError(
             f"inversion diverged: non-finite objective at iteration {vals.get('iteration')}"
         )
@@ -356,7 +282,7 @@ def _log(hist: dict[str, list[float]], **vals):
 
 def _record(
     ctx: _Context,
-    hist: dict[str, list[float]],
+    hist: History,
     it: int,
     t: float,
     u: Tensor,
@@ -398,7 +324,7 @@ def _stop_clock(ctx: _Context, bar, t0: float) -> float:
 
 
 def _end_iteration(
-    ctx: _Context, bar, hist: dict[str, list[float]], logged: bool, change: float, calm: int, diverged: str
+    ctx: _Context, bar, hist: History, logged: bool, change: float, calm: int, diverged: str
 ) -> int:
     """Close one iteration: progress display, divergence check and the count of the stopping rule.
 
@@ -406,7 +332,7 @@ def _end_iteration(
     stops once it reaches ``_PATIENCE``); raises ``FloatingPointError(diverged)`` for a non-finite change.
     """
     if logged and ctx.progress:
-        bar.set_postfix(objective=f"{hist['objective'][-1]:.4g}", residual=f"{hist['residual'][-1]:.2e}")
+        bar.set_postfix(objective=f"{hist[-1]['objective']:.4g}", residual=f"{hist[-1]['residual']:.2e}")
     bar.update(1)
     if not math.isfinite(change):
         bar.close()

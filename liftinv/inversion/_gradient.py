@@ -24,13 +24,14 @@ from liftinv.inversion._common import (
 )
 from liftinv.lifted.network import lift
 from liftinv.lifted.norms import jacobian_norm_sq, network_lipschitz_sq
+from liftinv.metrics import History
 
 
 # gradient-based inversion (baseline)
 # ---------------------------------------------------------------------------------------------------------
 def _invert_gradient(ctx: _Context, u: Tensor, solver: str, lr: float, tv_eps: float) -> InversionResult:
     model, f = ctx.model, ctx.f
-    hist: dict[str, list[float]] = {}
+    hist = History(method="gradient")
     info: dict[str, Any] = {"solver": solver, "regulariser": ctx.regulariser}
 
     eps = tv_eps if solver in ("adam", "lbfgs") else 0.0

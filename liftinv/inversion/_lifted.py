@@ -23,6 +23,7 @@ from liftinv.inversion._common import (
 )
 from liftinv.lifted.network import LiftedNetwork, lift
 from liftinv.lifted.norms import lipschitz_state
+from liftinv.metrics import History
 
 
 # lifted inversion
@@ -138,7 +139,7 @@ def _invert_lifted(
             parts = _lifted_parts(net, states, target)
         return _record(ctx, hist, it, t, states[0], parts["data"], penalty=parts["penalty"])
 
-    hist: dict[str, list[float]] = {}
+    hist = History(method="lifted")
     converged = False
     it = 0
     record(0, 0.0)

@@ -37,8 +37,9 @@ Solver (block-coordinate descent, one outer iteration):
        u   <- proj_box(u - tau (g - alpha div p))
        p   <- proj_{|p_ij| <= 1}(p + s alpha grad(2 u_new - u_old))
 
-   with ``tau = 1/L_u``, ``L_u = sum_m lambda_m ||K_m||^2`` and ``s = r L_u / (16 alpha^2)`` (``r`` =
-   ``pdhg_ratio`` <= 1), which satisfies Condat-Vu's condition ``1/tau - s alpha^2 ||grad||^2 >= L_u / 2``.
+   with ``tau = 1/L_u``, ``L_u = sum_m lambda_m ||K_m||^2`` and ``s = L_u / (16 alpha^2)``, which satisfies
+   Condat-Vu's condition ``1/tau - s alpha^2 ||grad||^2 >= L_u / 2`` (``||grad||^2 <= 8``); the step is
+   :func:`liftinv.operators.tv.tv_pdhg_step`, the one classical TV reconstruction uses.
    ``solver="adam"`` replaces this step by an Adam step on ``g + alpha grad J_eps(u)`` (TV smoothed as for
    the Adam baseline), then the projection onto the box.
 
@@ -164,7 +165,6 @@ def invert(
     solver: str | None = None,
     lr: float = 3e-2,
     tv_eps: float = 1e-2,
-    pdhg_ratio: float = 1.0,
     image_shape: Sequence[int] | None = None,
     log_every: int = 10,
 ) -> InversionResult:
@@ -211,7 +211,7 @@ def invert(
     progress : bool
         Show a tqdm progress bar.
     seed : int
-        Seeds the power iterations (step sizes) and ``init="random"``.
+        Seeds the power iterations (step sizes).
     input_shape : sequence of int, optional
         Per-sample input shape of ``model``, e.g. ``(1, 64, 64)``. Needed unless the model starts with an
         ``nn.Linear`` (then ``(in_features,)``) or has an ``input_shape`` attribute.
@@ -220,8 +220,9 @@ def invert(
     coupling : {"relaxed", "hard"}
         Lifted form: free last state (default) or ``x_L = f`` (f projected onto dom psi_L, e.g. clipped to
         ``>= 0`` for ReLU; the count is in ``info["clipped"]``).
-    init : {"zeros", "box-mid", "random"} or Tensor
-        Initial ``u``: zeros, the middle of the box, uniform noise in the box, or a given tensor.
+    init : "zeros" or Tensor
+        Initial ``u``: zeros, or a given tensor (``input_shape`` or ``[B, *input_shape]``); projected onto
+        the box.
     solver : {"pdhg", "adam", "lbfgs"}, optional
         Input-block solver. Lifted: ``"pdhg"`` (default; P2's algorithm, exact TV) or ``"adam"`` (Adam on the
         lifted input gradient, TV smoothed with ``tv_eps``). Gradient: ``"adam"`` (default), ``"lbfgs"``
@@ -229,9 +230,7 @@ def invert(
     lr : float
         Adam learning rate (units of ``u`` per step; ``lbfgs`` uses ``lr=1`` with a strong-Wolfe search).
     tv_eps : float
-        TV smoothing of the Adam / L-BFGS solvers.
-    pdhg_ratio : float
-        ``r`` in (0, 1]: the dual step relative to the largest one Condat-Vu's condition allows.
+        TV smoothing of the Adam / L-BFGS solvers (``eps`` of :func:`liftinv.operators.total_variation`).
     image_shape : sequence of int, optional
         Shape ``(..., H, W)`` on which TV acts when the model takes flat inputs (e.g. ``(1, 64, 64)`` for
         ``input_shape=(4096,)``). Default: ``input_shape`` (which must then have >= 2 dimensions for TV).
@@ -291,8 +290,6 @@ def invert(
         raise ValueError(f"tol must be a number >= 0, got {tol!r}") from None
     if not tol >= 0:
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
-    if not 0 < pdhg_ratio <= 1:
-        raise ValueError(f"pdhg_ratio must be in (0, 1], got {pdhg_ratio}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     if not tv_eps >= 0:
@@ -375,16 +372,10 @@ def invert(
         if tuple(u0.shape) != (B, *input_shape):
             raise ValueError(f"init has shape {tuple(init.shape)}, expected {(B, *input_shape)}")
         u0 = u0.clone()
-    elif init == "zeros":
+    elif isinstance(init, str) and init == "zeros":
         u0 = torch.zeros((B, *input_shape), device=dev, dtype=dtype)
-    elif init == "box-mid":
-        mid = 0.0 if box is None else 0.5 * (box[0] + box[1])
-        u0 = torch.full((B, *input_shape), mid, device=dev, dtype=dtype)
-    elif init == "random":
-        lo, hi = box if box is not None else (0.0, 1.0)
-        u0 = (lo + (hi - lo) * torch.rand((B, *input_shape), generator=gen, dtype=dtype)).to(dev)
     else:
-        raise ValueError(f"init must be 'zeros', 'box-mid', 'random' or a tensor, got {init!r}")
+        raise ValueError(f"init must be 'zeros' or a tensor, got {init!r}")
     u0 = _clamp(u0, box)
 
     ctx = _Context(
@@ -401,7 +392,6 @@ def invert(
         gen=gen,
         progress=progress,
         log_every=log_every,
-        pdhg_ratio=float(pdhg_ratio),
         dev=dev,
     )
     if method == "lifted":

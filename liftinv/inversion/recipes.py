@@ -10,22 +10,22 @@ Front. Appl. Math. Stat. 9, 2023, inverts the same two kinds of network):
   deviation ``||u||``, about 14 for the 64 x 64 Shepp-Logan phantom), so about half of the units are active.
 * :func:`autoencoder` -- a small convolutional autoencoder (Conv2d / AvgPool2d / Linear / ConvTranspose2d with
   ReLU, all liftable) trained by back-propagation with Adam on the scikit-learn 8 x 8 digits upsampled to
-  16 x 16. **The network to invert is its encoder** (as in P2): given a (noisy) code ``f = E(u)``, recover the
+  16 x 16 (``liftinv.datasets.load_digits(size=16)``). **The network to invert is its encoder** (as in P2): given a (noisy) code ``f = E(u)``, recover the
   image ``u`` with TV. This is an under-determined problem of the same kind as the perceptron
   (256 pixels -> a 32-dimensional code) whose answers can be scored by PSNR/SSIM on images; the decoder
   gives a learned reference reconstruction ``D(f)``. (Inverting the decoder -- recovering a code from an
   image -- is over-determined and insensitive to the regulariser; ``target="decoder"`` builds it too.)
 * :func:`unrolled_recipe` -- an unrolled proximal-gradient deblurring network from
-  :mod:`liftinv.models` when that module is present (optional): invert it to recover the blurred
+  :mod:`liftinv.models`: invert it to recover the blurred
   measurement from the reconstruction.
 
 :func:`get_recipe` returns an :class:`InversionProblem` (the network, ground-truth test inputs, shapes and
-suggested settings); :data:`RECIPES` lists the recipes by name.
+suggested settings); :data:`RECIPES` lists the recipes by name. Test images come from :mod:`liftinv.datasets`:
+``shepp_logan(size, source="skimage")`` and ``random_phantoms(n, size, seed=..., kind="mixed")``.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from collections.abc import Callable
@@ -33,121 +33,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from liftinv.datasets import load_digits, random_phantoms
+from liftinv.datasets import shepp_logan as _shepp_logan
 
 __all__ = [
     "InversionProblem",
     "perceptron",
     "Autoencoder",
     "autoencoder",
-    "digits16",
-    "shepp_logan",
-    "phantoms",
     "get_recipe",
     "RECIPES",
     "unrolled_recipe",
 ]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# test images
-# ---------------------------------------------------------------------------------------------------------
-def shepp_logan(size: int = 64) -> Tensor:
-    """The Shepp-Logan phantom (``skimage.data``, bundled) resized to ``size x size``.
-
-    Values in [0, 1]; resized with anti-aliasing, so edges are slightly smoothed.
-
-    Parameters
-    ----------
-    size : int
-        Side of the image.
-
-    Returns
-    -------
-    Tensor
-        Shape ``[1, 1, size, size]``, float32.
-
-    Examples
-    --------
-    >>> shepp_logan(32).shape
-    torch.Size([1, 1, 32, 32])
-    """
-    from skimage.data import shepp_logan_phantom
-    from skimage.transform import resize
-
-    img = resize(shepp_logan_phantom(), (size, size), anti_aliasing=True, order=1)
-    return torch.tensor(np.clip(img, 0, 1), dtype=torch.float32).reshape(1, 1, size, size)
-
-
-def phantoms(n: int, size: int = 64, seed: int = 0, shapes: int = 5) -> Tensor:
-    """Random piecewise-constant phantoms: a background ellipse plus rectangles and ellipses.
-
-    Each image: a large ellipse of intensity in [0.2, 0.4] and ``shapes`` rectangles / ellipses with
-    random intensities in [0, 1] painted over it; values in [0, 1]. Deterministic for a given ``seed``.
-
-    Parameters
-    ----------
-    n : int
-        Number of images.
-    size : int
-        Side of each image.
-    seed : int
-        Seed of the shapes.
-    shapes : int
-        Rectangles / ellipses per image.
-
-    Returns
-    -------
-    Tensor
-        Shape ``[n, 1, size, size]``, float32.
-
-    Examples
-    --------
-    >>> x = phantoms(3, 16, seed=1)
-    >>> x.shape, bool(torch.equal(x, phantoms(3, 16, seed=1)))
-    (torch.Size([3, 1, 16, 16]), True)
-    """
-    if n < 1 or size < 4:
-        raise ValueError(f"phantoms needs n >= 1 and size >= 4, got n={n}, size={size}")
-    g = torch.Generator().manual_seed(int(seed))
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
-    out = torch.zeros(n, 1, size, size)
-    for i in range(n):
-        img = torch.zeros(size, size)
-        a, b = 0.75 + 0.15 * torch.rand(2, generator=g)
-        img[(xx / a) ** 2 + (yy / b) ** 2 <= 1] = 0.2 + 0.2 * float(torch.rand(1, generator=g))
-        for _ in range(shapes):
-            c = (torch.rand(2, generator=g) - 0.5) * 1.0
-            r = 0.1 + 0.3 * torch.rand(2, generator=g)
-            val = float(torch.rand(1, generator=g))
-            if float(torch.rand(1, generator=g)) < 0.5:
-                mask = ((xx - c[0]).abs() <= r[0]) & ((yy - c[1]).abs() <= r[1])
-            else:
-                mask = ((xx - c[0]) / r[0]) ** 2 + ((yy - c[1]) / r[1]) ** 2 <= 1
-            img[mask] = val
-        out[i, 0] = img
-    return out
-
-
-def digits16() -> tuple[Tensor, Tensor]:
-    """scikit-learn's 8 x 8 digits (bundled, 1,797 images) upsampled to 16 x 16 (bilinear), in [0, 1].
-
-    Returns
-    -------
-    images : Tensor
-        Shape ``[1797, 1, 16, 16]``, float32 in [0, 1].
-    labels : Tensor
-        Shape ``[1797]``, the digit classes.
-    """
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False).clamp(0, 1)
-    return x, torch.tensor(d.target)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -268,7 +168,7 @@ def autoencoder(
 ) -> Autoencoder:
     """Train (or load) the convolutional autoencoder on 16 x 16 digits by back-propagation with Adam.
 
-    Training: the first ``n_train`` of the 1,797 upsampled digits (:func:`digits16`), MSE loss
+    Training: the first ``n_train`` of the 1,797 digits upsampled to 16 x 16 (``load_digits(size=16)``), MSE loss
     ``1/2 ||D(E(u)) - u||^2``, Adam (``lr``), mini-batches of 64, ``epochs`` epochs, seeded with ``seed``
     (about 20-40 s on one CPU core at the defaults). The remaining digits are the held-out test images.
 
@@ -314,7 +214,7 @@ def autoencoder(
             ae.train_info = ck.get("train_info", {})
             ae.eval().requires_grad_(False)
             return ae
-    X, _ = digits16()
+    X, _ = load_digits(size=16)
     if not 0 < n_train < X.shape[0]:
         raise ValueError(f"n_train must be in (0, {X.shape[0]}), got {n_train}")
     seed_everything(seed)
@@ -357,22 +257,12 @@ def unrolled_recipe(
     initialisation (``kwargs`` go to the constructor). Its input is the blurred image ``y``, its output a
     reconstruction; inverting it recovers the measurement from the reconstruction. Every iteration is a
     lifted layer (``lifted_layers``), and ``y`` feeds every layer.
-
-    Raises
-    ------
-    ImportError
-        When ``liftinv.models`` or ``liftinv.operators.Blur`` is not available.
     """
-    try:
-        nets = importlib.import_module("liftinv.models")
-        ops = importlib.import_module("liftinv.operators")
-        Blur = ops.Blur
-    except (ImportError, AttributeError) as exc:
-        raise ImportError(
-            f"the 'unrolled' recipe needs liftinv.models and liftinv.operators.Blur: {exc}"
-        ) from None
+    from liftinv.models import UnrolledProxGrad
+    from liftinv.operators import Blur
+
     torch.manual_seed(int(seed))
-    net = nets.UnrolledProxGrad(Blur(image_size, sigma=sigma), iterations=iterations, **kwargs)
+    net = UnrolledProxGrad(Blur(image_size, sigma=sigma), iterations=iterations, **kwargs)
     net.requires_grad_(False)
     net.input_shape = (1, image_size, image_size)
     return net
@@ -416,9 +306,9 @@ def _perceptron_problem(
     image_size: int = 64, features: int = 512, seed: int = 0, n_images: int = 2, **_: Any
 ) -> InversionProblem:
     net = perceptron(image_size, features, seed)
-    imgs = [shepp_logan(image_size)]
+    imgs = [_shepp_logan(image_size, source="skimage")]
     if n_images > 1:
-        imgs.append(phantoms(n_images - 1, image_size, seed=seed + 1))
+        imgs.append(random_phantoms(n_images - 1, image_size, seed=seed + 1, kind="mixed"))
     return InversionProblem(
         "perceptron",
         net,
@@ -438,7 +328,7 @@ def _autoencoder_problem(
     **kw: Any,
 ) -> InversionProblem:
     ae = autoencoder(seed=seed, path=path, epochs=epochs, **kw)
-    X, _ = digits16()
+    X, _ = load_digits(size=16)
     n_train = ae.train_info.get("n_train", 1500)
     test = X[n_train:]
     idx = torch.linspace(0, test.shape[0] - 1, n_images).round().long()
@@ -471,7 +361,7 @@ def _autoencoder_problem(
 
 def _unrolled_problem(image_size: int = 16, seed: int = 0, n_images: int = 2, **kw: Any) -> InversionProblem:
     net = unrolled_recipe(image_size=image_size, seed=seed, **kw)
-    x = phantoms(n_images, image_size, seed=seed + 1)
+    x = random_phantoms(n_images, image_size, seed=seed + 1, kind="mixed")
     from liftinv.operators import Blur
 
     with torch.no_grad():

@@ -38,7 +38,15 @@ from torch import Tensor, nn
 from liftinv.lifted.activations import Identity, ProximalActivation, Softmax, from_module
 from liftinv.lifted.penalties import Penalty, make_penalty
 
-__all__ = ["LiftedBlock", "LiftedLayer", "LiftedNetwork", "lift", "LiftingError", "SUPPORTED_MODULES"]
+__all__ = [
+    "check_lambdas",
+    "LiftedBlock",
+    "LiftedLayer",
+    "LiftedNetwork",
+    "lift",
+    "LiftingError",
+    "SUPPORTED_MODULES",
+]
 
 
 _PARAM_FREE_LINEAR = (nn.Flatten, nn.Unflatten, nn.AvgPool1d, nn.AvgPool2d, nn.Identity)
@@ -104,6 +112,46 @@ def _detect_affine(linear: nn.Module) -> bool:
     return n_affine == 1
 
 
+def check_lambdas(lambdas, n_penalised: int) -> list[float]:
+    """The ``lambdas`` option of :func:`lift` and of every lifted trainer, as one weight per penalised layer.
+
+    ``lambdas`` is a float (the same penalty weight for every penalised layer) or one value per penalised
+    layer, in network order; every value is >= 0. The penalised layers are the lifted layers whose state
+    is free (every hidden layer, and the last layer too when it ends with an activation and its state is
+    free); the last layer of a classifier or of an unrolled network has the data term instead (weight 1).
+
+    Raises
+    ------
+    ValueError
+        For a value < 0 or NaN, a non-number, or a sequence of another length.
+
+    Examples
+    --------
+    >>> check_lambdas(0.5, 3)
+    [0.5, 0.5, 0.5]
+    >>> check_lambdas([1, 2], 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: lambdas must be a float >= 0 or a sequence of 3 floats >= 0 (one per penalised layer); got [1, 2]
+    """
+    if isinstance(lambdas, int | float) and not isinstance(lambdas, bool):
+        vals = [lambdas] * n_penalised
+    elif isinstance(lambdas, Sequence) and not isinstance(lambdas, str):
+        vals = list(lambdas)
+    else:
+        vals = None
+    if (
+        vals is None
+        or len(vals) != n_penalised
+        or any(isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0 for v in vals)
+    ):
+        raise ValueError(
+            f"lambdas must be a float >= 0 or a sequence of {n_penalised} floats >= 0 (one per penalised "
+            f"layer); got {lambdas!r}"
+        )
+    return [float(v) for v in vals]
+
+
 class LiftedBlock(nn.Module):
     """Base class of blocks that describe their own lifted form (residual, proximal blocks).
 
@@ -133,8 +181,9 @@ class LiftedNetwork(nn.Module):
     penalty : {"bregman", "quadratic", "fenchel"} or Penalty class name
         Layer penalty (lifted Bregman, MAC or Fenchel lifted networks).
     lambdas : float or sequence of float
-        Penalty weights lambda_1..lambda_L (>= 0). With ``last="fixed"`` the last entry is ignored (the
-        data term has weight 1).
+        Penalty weights (>= 0): a float, or one value per penalised layer (layers 1..L-1 with
+        ``last="fixed"``, whose last layer carries the data term with weight 1; layers 1..L with
+        ``last="free"``). See :func:`check_lambdas`.
     """
 
     def __init__(
@@ -164,15 +213,9 @@ class LiftedNetwork(nn.Module):
                 raise LiftingError(f"layer {l} takes states {layer.inputs}; only states 0..{l - 1} exist")
         self.loss, self.last = loss, last
         L = len(self.layers)
-        if isinstance(lambdas, int | float):
-            lambdas = [float(lambdas)] * L
-        lambdas = [float(v) for v in lambdas]
-        if len(lambdas) != L:
-            raise ValueError(f"lambdas has {len(lambdas)} entries but the lifted network has {L} layers")
-        if any(not v >= 0 for v in lambdas):
-            raise ValueError(f"lambdas must be >= 0, got {lambdas}")
+        lambdas = check_lambdas(lambdas, L - (last == "fixed"))
         if last == "fixed":
-            lambdas[-1] = 1.0
+            lambdas.append(1.0)  # the data term replaces the last penalty
         self.penalty_name = penalty if isinstance(penalty, str) else penalty.name
         penalties = []
         for l, layer in enumerate(self.layers, start=1):

@@ -3,13 +3,17 @@
 Step sizes of every lifted solver are 1/L with L a squared operator norm: of a state map
 ``x_l -> z_m(x_l)`` (:func:`lipschitz_state`), of a layer's map in its parameters
 (:func:`param_map_norm_sq`), of a data matrix ``[X; 1]`` (:func:`exact_sq_norm`, :func:`power_sq_norm`) or of
-a whole network's Jacobian (:func:`jacobian_norm_sq`, used by inversion).
+a whole network's Jacobian (:func:`jacobian_norm_sq`, used by inversion). Every estimate runs the single loop
+:func:`power_iteration` (also behind :func:`liftinv.operators.power_method` and ``LinearOperator.norm()``);
+the functions here only say which Gram map ``A^T A`` it is applied to, how it is started (cold, or warm from
+a cached vector) and which safety factor multiplies the estimate.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +22,7 @@ from torch.func import functional_call
 from liftinv.lifted.network import _PARAM_FREE_LINEAR, LiftedLayer, LiftedNetwork
 
 __all__ = [
+    "power_iteration",
     "lipschitz_state",
     "param_map_norm_sq",
     "exact_sq_norm",
@@ -26,6 +31,112 @@ __all__ = [
     "network_lipschitz_sq",
     "jacobian_norm_sq",
 ]
+
+
+#: a vector of the power iteration: one tensor, or a dict of tensors (e.g. a layer's parameters)
+Vector = Tensor | dict[str, Tensor]
+
+
+def _norm(v: Vector, batched: bool) -> Tensor:
+    """Euclidean norm of ``v`` (per sample, broadcastable against ``v``, when ``batched``)."""
+    if isinstance(v, dict):
+        return torch.sqrt(sum((t * t).sum() for t in v.values()))
+    if batched:
+        return v.reshape(v.shape[0], -1).norm(dim=1).reshape(-1, *([1] * (v.dim() - 1)))
+    return v.norm()
+
+
+def _dot(v: Vector, w: Vector, batched: bool) -> Tensor:
+    """``<v, w>`` (per sample, shape ``[B]``, when ``batched``)."""
+    if isinstance(v, dict):
+        return sum((w[n] * t).sum() for n, t in v.items())
+    if batched:
+        return (w * v).reshape(v.shape[0], -1).sum(1)
+    return (w * v).sum()
+
+
+def power_iteration(
+    apply_gram: Callable[[Any], Any],
+    v0: Vector,
+    iters: int,
+    *,
+    tol: float | None = None,
+    batched: bool = False,
+) -> tuple[float | Tensor, Vector]:
+    """Power iteration for the largest eigenvalue of a symmetric positive semi-definite map ``M = A^T A``.
+
+    The one power-iteration loop of the code base. Each iteration normalises, applies ``M`` and takes the
+    Rayleigh quotient::
+
+        v <- v / max(||v||, 1e-30);   w = M v;   lambda = <v, w>;   v <- w
+
+    ``lambda`` increases towards ``lambda_max(M) = ||A||^2`` (linearly, with the ratio of the two largest
+    eigenvalues), so every estimate is a lower bound: callers multiply it by a safety factor (``1.05``
+    for the lifted step sizes) or iterate to a tolerance (:func:`liftinv.operators.power_method`).
+
+    Parameters
+    ----------
+    apply_gram : callable
+        ``v -> M v``; or ``v -> (M v, q)`` when the caller has the quotient ``q = <v, M v>`` in a better form
+        (e.g. ``||A v||^2``, never negative). ``M`` must be linear, symmetric and positive semi-definite.
+    v0 : Tensor or dict of Tensor
+        Start vector (any scale; a random one, or the ``v`` returned by an earlier call to warm-start). A
+        dict is one vector made of several blocks (e.g. a layer's weight and bias).
+    iters : int
+        Maximum number of iterations (``>= 1``).
+    tol : float, optional
+        Stop early once ``|lambda_k - lambda_{k-1}| <= tol |lambda_k|`` (with ``lambda_0 = 0``; batched: for
+        every sample), or when ``lambda_k`` is not finite. Default: run all ``iters`` iterations.
+    batched : bool, default False
+        ``v0`` is a batch ``[B, ...]`` of independent problems (dimension 0): norms and quotients are per
+        sample and ``lambda`` is a tensor ``[B]``.
+
+    Returns
+    -------
+    estimate : float or Tensor
+        The last Rayleigh quotient ``<v, M v>`` with ``||v|| = 1``; a tensor ``[B]`` when ``batched``.
+    v : Tensor or dict of Tensor
+        The last ``M v`` (not normalised): the warm start of the next call.
+
+    Examples
+    --------
+    >>> d = torch.tensor([1.0, 3.0, 2.0], dtype=torch.float64)
+    >>> est, v = power_iteration(lambda v: d * v, torch.ones(3, dtype=torch.float64), 60)
+    >>> round(est, 8), int(v.abs().argmax())
+    (3.0, 1)
+    >>> D = torch.tensor([[1.0, 2.0], [4.0, 0.5]], dtype=torch.float64)  # two samples, two problems
+    >>> est, _ = power_iteration(lambda v: D * v, torch.ones(2, 2, dtype=torch.float64), 200, batched=True)
+    >>> [round(float(e), 6) for e in est]
+    [2.0, 4.0]
+
+    References
+    ----------
+    Golub & Van Loan, *Matrix Computations*, 4th ed., 2013, section 8.2.1 (the power method); Kuczynski &
+    Wozniakowski, Estimating the largest eigenvalue by the power and Lanczos algorithms with a random
+    start, SIAM J. Matrix Anal. Appl. 13(4), 1992 (random starts).
+    """
+    if iters < 1:
+        raise ValueError(f"power_iteration: iters must be >= 1, got {iters}")
+    v = v0
+    estimate, previous = None, 0.0
+    for _ in range(iters):
+        nrm = _norm(v, batched).clamp(min=1e-30)
+        v = {n: t / nrm for n, t in v.items()} if isinstance(v, dict) else v / nrm
+        out = apply_gram(v)
+        w, estimate = out if isinstance(out, tuple) else (out, _dot(v, out, batched))
+        if tol is not None:
+            current = estimate if batched else float(estimate)
+            if batched:
+                stop = not bool(torch.isfinite(current).all()) or bool(
+                    ((current - previous).abs() <= tol * current.abs()).all()
+                )
+            else:
+                stop = not math.isfinite(current) or abs(current - previous) <= tol * abs(current)
+            if stop:
+                return (estimate if batched else float(estimate)), w
+            previous = current
+        v = w
+    return (estimate if batched else float(estimate)), v
 
 
 def lipschitz_state(net: LiftedNetwork, states, l: int, cache: dict | None, iters: int = 12) -> float:
@@ -44,25 +155,24 @@ def lipschitz_state(net: LiftedNetwork, states, l: int, cache: dict | None, iter
             base_inputs = [torch.zeros_like(states[j][:1]) for j in layer.inputs]
             pos = layer.inputs.index(l)
 
-            def K(v, base_inputs=base_inputs, pos=pos, layer=layer):
+            def gram(v, base_inputs=base_inputs, pos=pos, layer=layer):
+                """``K^T K v`` by autograd, ``K v = layer(.., v, ..) - layer(.., 0, ..)`` the linear part."""
+                vv = v.detach().requires_grad_(True)
                 ins = list(base_inputs)
-                ins[pos] = v
-                return layer(*ins) - layer(*base_inputs)
+                ins[pos] = vv
+                kv = layer(*ins) - layer(*base_inputs)
+                (w,) = torch.autograd.grad(kv, vv, grad_outputs=kv.detach())
+                return w.detach()
 
             v = cache.get(key) if cache is not None else None
             if v is None or v.shape != x1.shape:
                 v = torch.randn_like(x1)
             else:
-                iters = 3  # warm start: the previous vector is already close (backtracking keeps it safe)
-            norm_sq = 0.0
+                # warm start: the previous vector is already close (backtracking keeps it safe); as before,
+                # the remaining consumers of this call also get 3 iterations
+                iters = 3
             with torch.enable_grad():
-                for _ in range(iters):
-                    v = v / v.norm().clamp(min=1e-30)
-                    vv = v.detach().requires_grad_(True)
-                    kv = K(vv)
-                    (w,) = torch.autograd.grad(kv, vv, grad_outputs=kv.detach())
-                    norm_sq = float((w * v).sum())
-                    v = w.detach()
+                norm_sq, v = power_iteration(gram, v, iters)
             if cache is not None:
                 cache[key] = v
             norm_sq *= 1.05
@@ -96,20 +206,21 @@ def param_map_norm_sq(
         return float(torch.linalg.matrix_norm(X, ord=2)) ** 2
     names = [n for n, p in lin.named_parameters() if p.requires_grad]
     params = dict(lin.named_parameters())
+
+    def gram(v: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``M_X^T M_X theta`` by autograd (``z = K_theta(X)`` is linear in ``theta``)."""
+        vv = {n: t.detach().requires_grad_(True) for n, t in v.items()}
+        z = functional_call(lin, vv, tuple(xs))
+        grads = torch.autograd.grad(z, list(vv.values()), grad_outputs=z.detach())
+        return {n: g.detach() for n, g in zip(vv, grads)}
+
     v = cache.get(key) if cache is not None else None
     if v is None:
         v = {n: torch.randn_like(params[n]) for n in names}
     else:
         iters = 3  # warm start (DESIGN §4: a warm-started power iteration x1.05 is as good as exact)
-    norm_sq = 0.0
     with torch.enable_grad():
-        for _ in range(iters):
-            nrm = torch.sqrt(sum((t * t).sum() for t in v.values())).clamp(min=1e-30)
-            vv = {n: (t / nrm).detach().requires_grad_(True) for n, t in v.items()}
-            z = functional_call(lin, vv, tuple(xs))
-            grads = torch.autograd.grad(z, list(vv.values()), grad_outputs=z.detach())
-            norm_sq = float(sum((g * vv[n].detach()).sum() for g, n in zip(grads, vv)))
-            v = {n: g.detach() for n, g in zip(vv, grads)}
+        norm_sq, v = power_iteration(gram, v, iters)
     if cache is not None:
         cache[key] = v
     return 1.05 * norm_sq
@@ -141,17 +252,14 @@ def power_sq_norm(A: Tensor, augment: bool, cache: dict, key, iters: int = 3, co
     if v is None or v.shape != (n,) or v.device != A.device or v.dtype != A.dtype:
         v = torch.randn(n, generator=torch.Generator().manual_seed(12345)).to(A.device, A.dtype)
         iters = cold_iters
-    est = 0.0
-    for _ in range(iters):
-        v = v / v.norm().clamp(min=1e-30)
-        if augment:
-            u = A @ v[:-1] + v[-1]
-            w = torch.cat([A.T @ u, u.sum().reshape(1)])
-        else:
-            u = A @ v
-            w = A.T @ u
-        est = float(u @ u)
-        v = w
+
+    def gram(v: Tensor) -> tuple[Tensor, Tensor]:
+        """``([A, 1]^T [A, 1] v, ||[A, 1] v||^2)`` (or without the column of ones)."""
+        u = A @ v[:-1] + v[-1] if augment else A @ v
+        w = torch.cat([A.T @ u, u.sum().reshape(1)]) if augment else A.T @ u
+        return w, u @ u
+
+    est, v = power_iteration(gram, v, iters)
     cache[key] = v
     return 1.05 * est + 1e-30
 
@@ -162,16 +270,17 @@ def linear_part_norm(layer, inputs: list[Tensor], pos: int, iters: int, gen: tor
     with torch.enable_grad():
         v = torch.randn(base[pos].shape, generator=gen, dtype=base[pos].dtype).to(base[pos].device)
         z0 = layer(*base).detach()
-        norm_sq = 0.0
-        for _ in range(iters):
-            v = v / v.norm().clamp(min=1e-30)
+
+        def gram(v: Tensor) -> Tensor:
+            """``K^T K v`` by autograd, ``K v = layer(.., v, ..) - layer(.., 0, ..)``."""
             vv = v.detach().requires_grad_(True)
             ins = list(base)
             ins[pos] = vv
             kv = layer(*ins) - z0
             (w,) = torch.autograd.grad(kv, vv, grad_outputs=kv.detach())
-            norm_sq = float((w * v).sum())
-            v = w.detach()
+            return w.detach()
+
+        norm_sq, _ = power_iteration(gram, v, iters)
     return math.sqrt(max(norm_sq, 0.0) * 1.05)
 
 
@@ -204,11 +313,12 @@ def jacobian_norm_sq(model: nn.Module, u: Tensor, gen: torch.Generator, iters: i
         w = torch.zeros_like(out).requires_grad_(True)
         (jtw,) = torch.autograd.grad(out, x, grad_outputs=w, create_graph=True)
         v = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
-        est = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        for _ in range(iters):
-            v = v / v.reshape(x.shape[0], -1).norm(dim=1).clamp(min=1e-30).reshape(-1, *([1] * (v.dim() - 1)))
+
+        def gram(v: Tensor) -> Tensor:
+            """``J^T J v`` per sample (``J v`` by the double-backward trick, then ``J^T``)."""
             (jv,) = torch.autograd.grad(jtw, w, grad_outputs=v, retain_graph=True)
             (z,) = torch.autograd.grad(out, x, grad_outputs=jv.detach(), retain_graph=True)
-            est = (z * v).reshape(x.shape[0], -1).sum(1)
-            v = z.detach()
+            return z.detach()
+
+        est, _ = power_iteration(gram, v, iters, batched=True)
     return max(float(est.max()), 1e-12)

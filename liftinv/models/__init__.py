@@ -7,7 +7,10 @@
 * :mod:`~liftinv.models.hard_threshold` -- :class:`Sign`, :class:`Staircase` and the FTPROP surrogates;
 * :mod:`~liftinv.models.transforms` -- circular and Parseval convolutions;
 * :mod:`~liftinv.models.operator_adapter`, :mod:`~liftinv.models.unrolled` -- the forward operator seen by
-  a network, and the unrolled proximal networks.
+  a network, and the unrolled proximal networks;
+* :mod:`~liftinv.models.learned` -- learned unrolled networks with CNN proximal steps
+  (:class:`LearnedPrimalDual`, :class:`UnrolledProxGradCNN`), registered in :data:`ARCHITECTURES` as
+  ``"lpd"`` and ``"proxgrad-cnn"``.
 """
 
 from liftinv.models.blocks import ProximalBlock, ResidualBlock
@@ -31,9 +34,17 @@ from liftinv.models.hard_threshold import (
     staircase,
     staircase_thresholds,
 )
+from liftinv.models.learned import (
+    LEARNED_ARCHITECTURES,
+    LEARNED_INITS,
+    LearnedPrimalDual,
+    UnrolledProxGradCNN,
+)
 from liftinv.models.operator_adapter import OperatorAdapter
 from liftinv.models.transforms import CircularConv, ParsevalConv, PositiveSoftThreshold, dct_filters
 from liftinv.models.unrolled import ARCHITECTURES, INITS, UnrolledDualFB, UnrolledProxGrad, build_model
+
+ARCHITECTURES.update(LEARNED_ARCHITECTURES)  # build_model("lpd" | "proxgrad-cnn", ...) and load_model
 
 __all__ = [
     "ProximalBlock",
@@ -64,4 +75,8 @@ __all__ = [
     "UnrolledDualFB",
     "UnrolledProxGrad",
     "build_model",
+    "LEARNED_ARCHITECTURES",
+    "LEARNED_INITS",
+    "LearnedPrimalDual",
+    "UnrolledProxGradCNN",
 ]

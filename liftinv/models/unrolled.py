@@ -95,10 +95,6 @@ class _Unrolled(nn.Module):
             last = layers[-1]
             return last(*[states[j] for j in last.inputs])
 
-    def iterates(self, y: Tensor) -> list[Tensor]:
-        """Images ``x_1, ..., x_K`` along the unrolled iterations (for plots); ``iterates(y)[-1] == net(y)``."""
-        raise NotImplementedError
-
     def with_operator(self, operator, image_size=None) -> _Unrolled:
         """The same network (same configuration, a copy of the weights) for another operator.
 
@@ -293,10 +289,6 @@ class UnrolledProxGrad(_Unrolled):
             L = L / (L + self.precondition)
         return (2.0 / max(L, 1e-12)) * torch.sigmoid(self.rho[k])
 
-    def steps(self) -> Tensor:
-        """All step sizes ``[tau_1, ..., tau_K]``."""
-        return torch.stack([self.step(k) for k in range(self.iterations)])
-
     def lifted_layers(self, offset: int = 0) -> list[LiftedLayer]:
         """One :class:`LiftedLayer` per iteration plus the synthesis layer (see the class docstring).
 
@@ -320,14 +312,6 @@ class UnrolledProxGrad(_Unrolled):
             )
         )
         return layers
-
-    def iterates(self, y: Tensor) -> list[Tensor]:
-        layers = self.lifted_layers(0)
-        states, out = [y], []
-        for k, layer in enumerate(layers[:-1]):
-            states.append(layer.activation(layer(*[states[j] for j in layer.inputs])))
-            out.append(self.transforms[k].synthesis(states[-1]))
-        return out
 
     def state_lipschitz(self, k: int) -> float:
         return 1.0  # ||D_{k+1}|| = ||D_k^T|| = 1 and ||I - tau A^T A|| <= 1
@@ -506,15 +490,6 @@ class UnrolledDualFB(_Unrolled):
             )
         )
         return layers
-
-    def iterates(self, y: Tensor) -> list[Tensor]:
-        layers = self.lifted_layers(0)
-        states, out = [y], []
-        z = self._z(y)
-        for k, layer in enumerate(layers[:-1]):
-            states.append(layer.activation(layer(*[states[j] for j in layer.inputs])))
-            out.append(z - self.convs[k].synthesis(states[-1]))
-        return out
 
     def state_lipschitz(self, k: int) -> float:
         if k < self.iterations:

@@ -15,7 +15,7 @@ class BackpropTrainer:
 
     The same network, loss and data as the lifted trainers, so the comparison is like for like.
 
-    Options: ``lr`` (default 0.1 for SGD, 1e-3 for Adam), ``batch_size`` (default 64), ``weight_decay``,
+    Options: ``lr`` (default 0.1 for SGD, 1e-3 for Adam), ``batch_size`` (default 64), ``weight_decay``
     and a step schedule: the step size of (0-based) epoch ``e`` is
     ``lr * lr_decay ** #{m in lr_decay_epochs : e >= m}``, i.e. it is multiplied by ``lr_decay`` (default
     0.1) after ``m`` epochs for every ``m`` in ``lr_decay_epochs`` (default: none, a constant step). The
@@ -37,7 +37,6 @@ class BackpropTrainer:
         lr=None,
         batch_size=64,
         weight_decay=0.0,
-        momentum=0.9,
         lr_decay_epochs=(),
         lr_decay=0.1,
     ):
@@ -63,7 +62,7 @@ class BackpropTrainer:
         params = [p for p in model.parameters() if p.requires_grad]
         if self.optimizer_name == "sgd":
             self.opt = torch.optim.SGD(
-                params, lr=0.1 if lr is None else lr, momentum=momentum, weight_decay=weight_decay
+                params, lr=0.1 if lr is None else lr, momentum=0.9, weight_decay=weight_decay
             )
         else:
             self.opt = torch.optim.Adam(params, lr=1e-3 if lr is None else lr, weight_decay=weight_decay)

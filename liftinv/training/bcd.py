@@ -31,8 +31,8 @@ class BCDTrainer(LiftedTrainer):
     pass (where the lifted objective equals the nested loss) and kept across epochs. One epoch visits every
     sample shard (in a seeded random order) and on each shard runs
 
-    1. ``sweeps`` top-down state sweeps, each a forward-backward step per state block
-       ``x_l <- prox_{mu lambda_l Phi_l}(x_l - mu grad_l)`` with mu = 1/(lambda_{l+1} ||W_{l+1}||^2),
+    1. ``sweeps`` state sweeps (in ``order``, top-down by default), each a forward-backward step per state
+       block ``x_l <- prox_{mu lambda_l Phi_l}(x_l - mu grad_l)`` with mu = 1/(lambda_{l+1} ||W_{l+1}||^2),
     2. ``weight_steps`` gradient steps on all layers' weights at once (for fixed states the layers decouple;
        the step N/(lambda_l ||[X_{l-1}; 1]||^2) is safe: the Bregman weight objective is convex with gradient
        lambda (sigma(W X_{l-1} + b) - X_l)[X_{l-1}; 1]^T / N),

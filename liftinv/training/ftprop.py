@@ -205,7 +205,8 @@ class ExactFTPropTrainer:
     unit_steps : int
         L-BFGS iterations (squared hinge) or subgradient steps (hinge) per layer fit (default 200).
     ridge : float
-        L2 weight of every convex fit and least-squares refit (default 1e-4).
+        L2 weight (> 0) of every convex fit and least-squares refit (default 1e-4); it also keeps the
+        least-squares systems of the search solvable (+-1 targets make their Gram matrices singular).
     max_candidates : int
         Flips evaluated exactly per step; above ``N * m`` all are (default 4096).
     perturb : float
@@ -250,9 +251,10 @@ class ExactFTPropTrainer:
         ):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {v!r}")
-        for name, v in (("feasibility", feasibility), ("ridge", ridge)):
-            if not (isinstance(v, int | float) and v >= 0):
-                raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+        if not (isinstance(feasibility, int | float) and feasibility >= 0):
+            raise ValueError(f"feasibility must be a non-negative number, got {feasibility!r}")
+        if not (isinstance(ridge, int | float) and ridge > 0):
+            raise ValueError(f"ridge must be a positive number, got {ridge!r}")
         self.model, self.loss = model, loss
         self.X = X.reshape(X.shape[0], -1)
         if self.X.shape[1] != self.linears[0].in_features:

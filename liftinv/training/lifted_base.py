@@ -15,18 +15,25 @@ Methods registered for :func:`liftinv.training.fit` (``fit(model, data, method=n
 ====================  ===================================================================================
 name                  what one epoch does
 ====================  ===================================================================================
-``bregman-bcd``       BCD on the lifted Bregman objective: ``sweeps`` top-down state sweeps, then
+``bregman-bcd``       BCD on the lifted Bregman objective: ``sweeps`` state sweeps (``order``), then
                       ``weight_steps`` safe weight steps, on every sample shard (states kept across epochs)
 ``fenchel-bcd``       the same with the Fenchel lifted penalty (ReLU networks only)
 ``mac-bcd``           the same with the quadratic MAC penalty
 ``bregman-accel``     BCD with Nesterov extrapolation per block (weights of a layer, states of a layer),
                       restarted when the block objective rises (so it stays monotone)
-``bregman-adaptive``  per mini-batch: forward states, ``sweeps`` top-down sweeps, then an Adam step on the
+``bregman-adaptive``  per mini-batch: forward states, ``sweeps`` state sweeps, then an Adam step on the
                       lifted weight gradient (close to back-propagation, see :class:`BregmanAdaptive`)
 ``bregman-isgm``      implicit SGD: per mini-batch, a few proximal-gradient sweeps on the batch's lifted
                       objective plus 1/(2 tau)||Theta - Theta^k||^2 (P1, Sec. 4)
 ``mac-isgm``          the same with the MAC penalty
 ====================  ===================================================================================
+
+One vocabulary for every lifted trainer (these and the unrolled-network ones of
+:mod:`liftinv.training.unrolled`): ``lambdas`` is a float or one penalty weight per penalised layer
+(:func:`liftinv.lifted.network.check_lambdas`); ``order`` is the state sweep order, one of :data:`SWEEP_ORDERS`
+(:func:`sweep_levels`); ``tau`` is the proximal parameter of implicit SGD, 1/(2 tau)||Theta - Theta^k||^2
+(:func:`check_tau`); ``sweeps`` counts state sweeps, ``weight_steps`` weight steps and ``inner`` rounds of
+both per mini-batch.
 
 Design: no global state. A trainer owns the lifted view of the model (sharing its parameters), the states
 of every *sample shard* (``trainer.states[s][l]``: shard s, layer l), the solver's per-block memory
@@ -78,19 +85,66 @@ from liftinv.lifted.steps import (
 )
 from liftinv.training.loop import targets_for_loss
 
-__all__ = ["LiftedTrainer", "make_shards"]
+__all__ = [
+    "LiftedTrainer",
+    "make_shards",
+    "SWEEP_ORDERS",
+    "sweep_levels",
+    "check_order",
+    "check_tau",
+]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # option checks and small helpers
 # ---------------------------------------------------------------------------------------------------------
-def _check_lambdas(lambdas) -> None:
-    vals = [lambdas] if isinstance(lambdas, int | float) else list(lambdas)
-    for v in vals:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise TypeError(f"lambdas must be a float or a sequence of floats, got {lambdas!r}")
-        if not v >= 0:
-            raise ValueError(f"lambdas must be >= 0 (one penalty weight per layer), got {lambdas!r}")
+#: state sweep orders of every lifted trainer (``order=``), see :func:`sweep_levels`
+SWEEP_ORDERS = ("top-down", "parity", "symmetric")
+
+
+def check_order(order) -> str:
+    """Check a sweep ``order`` option (one of :data:`SWEEP_ORDERS`)."""
+    if order not in SWEEP_ORDERS:
+        raise ValueError(f"order must be one of {', '.join(map(repr, SWEEP_ORDERS))}; got {order!r}")
+    return order
+
+
+def sweep_levels(levels: Sequence[int], order: str) -> list[int]:
+    """The state blocks of one sweep, in the order they are updated.
+
+    Parameters
+    ----------
+    levels : sequence of int
+        The free state blocks, last hidden layer first (top-down).
+    order : {"top-down", "parity", "symmetric"}
+        ``"top-down"``: last hidden layer first (a bottom-up sweep from forward states does nothing: they are
+        a fixed point of the state steps; the target reaches every state in one top-down sweep);
+        ``"parity"``: the layers of the top layer's parity, then the others, each top-down (states of one
+        parity do not interact in a chain: their steps can run in parallel); ``"symmetric"``: bottom-up then
+        top-down (propagates weight changes up through stale states, then the target down).
+
+    Examples
+    --------
+    >>> sweep_levels([4, 3, 2, 1], "top-down"), sweep_levels([4, 3, 2, 1], "parity")
+    ([4, 3, 2, 1], [4, 2, 3, 1])
+    >>> sweep_levels([3, 2, 1], "symmetric")
+    [1, 2, 3, 3, 2, 1]
+    """
+    levels = list(levels)
+    check_order(order)
+    if order == "parity" and levels:
+        top = levels[0]
+        return [l for l in levels if (top - l) % 2 == 0] + [l for l in levels if (top - l) % 2 == 1]
+    if order == "symmetric":
+        return levels[::-1] + levels
+    return levels
+
+
+def check_tau(tau) -> float:
+    """The proximal parameter ``tau`` of implicit SGD: > 0, ``float("inf")`` for no proximal term."""
+    if isinstance(tau, bool) or not (isinstance(tau, int | float) and tau > 0):
+        raise ValueError(f"tau must be a positive float (or inf: no proximal term), got {tau!r}")
+    return float(tau)
 
 
 def _to_device(obj, device):
@@ -174,17 +228,16 @@ class LiftedTrainer:
     seed : int
         Seeds the shard partition.
     lambdas : float or sequence of float
-        Penalty weights lambda_l >= 0 per layer.
+        Penalty weights lambda_l >= 0: a float, or one value per penalised layer (see :func:`liftinv.lifted.network.check_lambdas`).
     penalty : {"bregman", "fenchel", "quadratic"}, optional
         Layer penalty (default: the class's).
-    order : {"top-down", "parity"}
-        State sweep order: last hidden layer first (a bottom-up sweep from forward states does nothing), or
-        one parity then the other (states of one parity do not interact: parallel in a chain).
+    order : {"top-down", "parity", "symmetric"}
+        State sweep order (see :func:`sweep_levels`).
 
     Raises
     ------
     ValueError
-        For lambdas < 0 and invalid options.
+        For invalid lambdas (see :func:`liftinv.lifted.network.check_lambdas`) and other invalid options.
     LiftingError
         For layers ``lift`` cannot handle (BatchNorm, MaxPool, Dropout, unknown modules, ...).
     NotProximalError
@@ -211,9 +264,7 @@ class LiftedTrainer:
         penalty: str | None = None,
         order: str = "top-down",
     ):
-        _check_lambdas(lambdas)
-        if order not in ("top-down", "parity"):
-            raise ValueError(f"order must be 'top-down' or 'parity', got {order!r}")
+        check_order(order)
         penalty = penalty or self.default_penalty
         try:
             self.net = lift(model, loss=loss, penalty=penalty, lambdas=lambdas)
@@ -236,11 +287,8 @@ class LiftedTrainer:
             l: len(layers) == 1 and dense_parts(net, l) is not None for l, (layers, _) in self.blocks.items()
         }
         self._fast_state = {l: fast_state_ok(net, l) for l in self.free}
-        idx = self.free[::-1]
-        if order == "parity":
-            top = idx[0] if idx else 0
-            idx = [l for l in idx if (top - l) % 2 == 0] + [l for l in idx if (top - l) % 2 == 1]
-        self.sweep_order = idx
+        #: the state blocks of one sweep, in update order
+        self.sweep_order = sweep_levels(self.free[::-1], order)
 
     # --- block updates ---------------------------------------------------------------------------------
     def _sq_norm(self, A: Tensor, augment: bool, cache: dict, key) -> float:

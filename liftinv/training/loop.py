@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from liftinv.metrics import History
+from liftinv.metrics import History, psnr
 from liftinv.training.registry import get_trainer
 
 __all__ = [
@@ -196,16 +196,20 @@ def accuracy(model: nn.Module, X: Tensor, Y: Tensor, batch_size: int = 4096) -> 
 
 
 @torch.no_grad()
-def _psnr(model: nn.Module, X: Tensor, Y: Tensor) -> float:
+def _mean_psnr(model: nn.Module, X: Tensor, Y: Tensor) -> float:
+    """Mean over samples of :func:`liftinv.metrics.psnr` of ``model(X)`` against ``Y`` (no clipping).
+
+    The peak is 1 when every target lies in [-1, 1], else each sample's largest absolute target value.
+    """
     dev = next(iter(model.parameters()), X).device
-    out = model(X.to(dev)).cpu()
-    mse = (out - Y).pow(2).reshape(X.shape[0], -1).mean(1).clamp(min=1e-12)
-    peak = Y.reshape(Y.shape[0], -1).abs().amax(1).clamp(min=1e-12) ** 2
-    return (
-        float((10 * torch.log10(torch.ones_like(mse) / mse)).mean())
-        if peak.max() <= 1 + 1e-6
-        else float((10 * torch.log10(peak / mse)).mean())
-    )
+    n = X.shape[0]
+    out = model(X.to(dev)).cpu().reshape(n, -1)
+    ref = Y.cpu().reshape(n, -1)
+    values = psnr(out, ref)  # peak 1
+    peak = ref.abs().amax(1).clamp(min=1e-12)
+    if peak.max() > 1 + 1e-6:
+        values = values + 20 * torch.log10(peak)  # 10 log10(peak^2 / mse)
+    return float(values.mean())
 
 
 def evaluate(model: nn.Module, X: Tensor, Y: Tensor, metric: str | Callable | None = None) -> float:
@@ -216,7 +220,7 @@ def evaluate(model: nn.Module, X: Tensor, Y: Tensor, metric: str | Callable | No
     if metric == "accuracy":
         return accuracy(model, X, Y)
     if metric == "psnr":
-        return _psnr(model, X, Y)
+        return _mean_psnr(model, X, Y)
     raise ValueError(f"metric must be 'accuracy', 'psnr' or a callable, got {metric!r}")
 
 

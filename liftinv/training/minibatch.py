@@ -12,7 +12,7 @@ from torch import Tensor
 
 from liftinv.lifted.steps import block_objective, weight_step
 from liftinv.training.bcd import MACBCD, BregmanAccelerated, BregmanBCD, FenchelBCD
-from liftinv.training.lifted_base import LiftedTrainer, _clean_cache, _to_device
+from liftinv.training.lifted_base import LiftedTrainer, _clean_cache, _to_device, check_tau
 from liftinv.training.loop import _check_batch_size, _check_int, minibatches
 from liftinv.training.registry import register_method
 
@@ -64,9 +64,9 @@ class _MiniBatchLifted(LiftedTrainer):
 class BregmanAdaptive(_MiniBatchLifted):
     """Adaptive lifted Bregman training: Adam's diagonal preconditioning of the lifted weight gradient.
 
-    For each mini-batch S: states from a forward pass, ``sweeps`` top-down state sweeps (safe forward-backward
-    steps), then one Adam step on the gradient of the lifted objective in the weights,
-    sum_l lambda_l (sigma_l(W_l x_{l-1} + b_l) - x_l)[x_{l-1}; 1]^T / |S| (no derivative of sigma, no backward
+    For each mini-batch S: states from a forward pass, ``sweeps`` state sweeps (safe forward-backward
+    steps, in ``order``: top-down by default), then one Adam step on the gradient of the lifted objective in
+    the weights, sum_l lambda_l (sigma_l(W_l x_{l-1} + b_l) - x_l)[x_{l-1}; 1]^T / |S| (no derivative of sigma, no backward
     pass through the network).
 
     Note (measured, DESIGN sec. 4): after one top-down sweep from forward states this gradient is the
@@ -84,10 +84,8 @@ class BregmanAdaptive(_MiniBatchLifted):
         State sweeps per batch (default 1).
     lr : float
         Adam learning rate (default 1e-3).
-    betas : tuple of float
-        Adam's moment decay rates.
     weight_decay : float
-        Adam's L2 weight decay.
+        Adam's L2 weight decay (default 0), as for ``backprop-adam``.
 
     Examples
     --------
@@ -111,7 +109,6 @@ class BregmanAdaptive(_MiniBatchLifted):
         *,
         sweeps: int = 1,
         lr: float = 1e-3,
-        betas=(0.9, 0.999),
         weight_decay: float = 0.0,
         **options,
     ):
@@ -119,7 +116,9 @@ class BregmanAdaptive(_MiniBatchLifted):
         self.sweeps = _check_int("sweeps", sweeps, 1)
         if not (isinstance(lr, int | float) and lr > 0):
             raise ValueError(f"lr must be a positive float, got {lr!r}")
-        self.opt = torch.optim.Adam(self.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        if not (isinstance(weight_decay, int | float) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
+        self.opt = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
 
     def batch_update(self, idx: Tensor) -> dict[str, float]:
         net, cache = self.net, self.cache
@@ -155,8 +154,9 @@ class ISGMTrainer(_MiniBatchLifted):
         min_{Theta, X_S}  1/|S| sum_{i in S} sum_l lambda_l P_l(x_l^i, W_l x_{l-1}^i + b_l)
                           + sum_l 1/(2 tau) ||Theta_l - Theta_l^k||^2
 
-    by ``inner`` proximal-gradient sweeps, starting from the batch's forward states: a top-down state sweep,
-    then for each layer the proximal-gradient weight step with the safe step eta_l = 1/L_l::
+    by ``inner`` proximal-gradient sweeps, starting from the batch's forward states: a state sweep (in
+    ``order``, top-down by default), then for each layer the proximal-gradient weight step with the safe
+    step eta_l = 1/L_l::
 
         Theta_l <- ( Theta_l - eta_l grad_l + (eta_l / tau) Theta_l^k ) / (1 + eta_l / tau)
 
@@ -171,7 +171,8 @@ class ISGMTrainer(_MiniBatchLifted):
     batch_size : int
         Mini-batch size (default 64).
     tau : float
-        Proximal parameter (> 0; ``float("inf")`` drops the proximal term; default 10).
+        Proximal parameter (> 0; ``float("inf")`` drops the proximal term; default 10). The same name and
+        meaning in the implicit SGD of unrolled networks (:mod:`liftinv.training.unrolled`).
     inner : int
         Inner proximal-gradient sweeps per batch (default 3).
 
@@ -190,9 +191,7 @@ class ISGMTrainer(_MiniBatchLifted):
 
     def __init__(self, model, X, Y, *, tau: float = 10.0, inner: int = 3, **options):
         super().__init__(model, X, Y, **options)
-        if isinstance(tau, bool) or not (isinstance(tau, int | float) and tau > 0):
-            raise ValueError(f"tau must be a positive float (or inf), got {tau!r}")
-        self.tau = float(tau)
+        self.tau = check_tau(tau)
         self.inner = _check_int("inner", inner, 1)
 
     def _prox(self, params, anchors, eta: float) -> None:

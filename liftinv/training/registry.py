@@ -16,17 +16,29 @@ from collections.abc import Callable
 
 from torch import nn
 
-__all__ = ["METHOD_MODULES", "register_method", "available_methods", "get_trainer", "describe_methods"]
+__all__ = [
+    "METHOD_MODULES",
+    "DESCRIPTIONS",
+    "register_method",
+    "available_methods",
+    "methods_for",
+    "get_trainer",
+    "describe_methods",
+]
 
 _BCD = "liftinv.training.bcd"
 _MINIBATCH = "liftinv.training.minibatch"
 _FTPROP = "liftinv.training.ftprop"
 _UNROLLED = "liftinv.training.unrolled"
+_BACKPROP = "liftinv.training.backprop"
+#: modules whose trainers train any ``nn.Module`` (the rest need a network ``lift`` accepts, hard-threshold
+#: units, or an unrolled network)
+_ANY_NETWORK = (_BACKPROP,)
 
 #: method name -> the training modules that register an implementation of it (imported on first use)
 METHOD_MODULES: dict[str, tuple[str, ...]] = {
-    "backprop-sgd": ("liftinv.training.backprop",),
-    "backprop-adam": ("liftinv.training.backprop",),
+    "backprop-sgd": (_BACKPROP,),
+    "backprop-adam": (_BACKPROP,),
     "mac-bcd": (_BCD, _UNROLLED),
     "fenchel-bcd": (_BCD,),
     "bregman-bcd": (_BCD, _UNROLLED),
@@ -94,9 +106,36 @@ def available_methods() -> list[str]:
     return sorted(METHOD_MODULES)
 
 
-def describe_methods() -> str:
-    """``name: description`` lines for every method (CLI help)."""
-    return "\n".join(f"{name}: {DESCRIPTIONS[name]}" for name in available_methods())
+def methods_for(network: str) -> list[str]:
+    """The method names that train a kind of network, sorted.
+
+    Parameters
+    ----------
+    network : {"classifier", "unrolled"}
+        ``"classifier"``: feed-forward networks (MLPs, convnets, hard-threshold networks): every method with a
+        general implementation. ``"unrolled"``: unrolled proximal networks
+        (:class:`liftinv.models.UnrolledProxGrad`, :class:`~liftinv.models.UnrolledDualFB`): back-propagation
+        and the methods with an implementation specialised to them.
+
+    Examples
+    --------
+    >>> methods_for("unrolled")
+    ['backprop-adam', 'backprop-sgd', 'bregman-bcd', 'bregman-isgm', 'mac-bcd', 'mac-isgm']
+    """
+    if network == "classifier":
+        return [n for n in available_methods() if any(m != _UNROLLED for m in METHOD_MODULES[n])]
+    if network == "unrolled":
+        return [
+            n
+            for n in available_methods()
+            if any(m == _UNROLLED or m in _ANY_NETWORK for m in METHOD_MODULES[n])
+        ]
+    raise ValueError(f"network must be 'classifier' or 'unrolled', got {network!r}")
+
+
+def describe_methods(names: list[str] | None = None) -> str:
+    """``name: description`` lines for ``names`` (default: every method), for help texts."""
+    return "\n".join(f"{name}: {DESCRIPTIONS[name]}" for name in (names or available_methods()))
 
 
 def get_trainer(method: str, model: nn.Module | None = None) -> type:

@@ -19,16 +19,17 @@ Why specialised trainers (and not the generic ``bregman-*`` solvers of :mod:`lif
   is ``sum_k dP_k/dTheta`` at fixed states (for Bregman: ``(sigma_k(z_k) - u_k) dz_k/dTheta``, no
   ``sigma'`` and no backward pass through the depth: every layer's graph is one iteration deep).
 * The state steps need no power iteration: the state maps have known norms (``||D_k|| = 1``,
-  ``||I - tau A^T A|| <= 1``, ``tau_k ||L_k||^2 < 2``; :meth:`state_lipschitz` of the networks), so every
+  ``||I - tau_k A^T A|| <= 1``, ``tau_k ||L_k||^2 < 2`` with ``tau_k`` the network's step sizes, not the
+  ISGM parameter ``tau`` below; :meth:`state_lipschitz` of the networks), so every
   state step is an exact forward-backward step ``u_k <- prox_{mu lambda_k Phi_k}(u_k - mu grad)`` with
   ``mu = 1/(lambda_{k+1} ||dz_{k+1}/du_k||^2)``.
 
 Two schemes:
 
 * **ISGM** (implicit stochastic gradient): per mini-batch S, states start at the forward pass, and
-  ``inner`` times: one top-down state sweep, then ``weight_steps`` steps on
-  ``J_S(Theta, U_S) + 1/(2 eta) ||Theta - Theta^S||^2`` (the proximal term anchors the weights at the
-  values they had when the batch arrived).
+  ``inner`` times: ``sweeps`` state sweeps (in ``order``), then ``weight_steps`` steps on
+  ``J_S(Theta, U_S) + 1/(2 tau) ||Theta - Theta^S||^2`` (the proximal term anchors the weights at the
+  values they had when the batch arrived; ``tau`` as in :class:`liftinv.training.minibatch.ISGMTrainer`).
 * **BCD** (block-coordinate descent): states are kept per sample across epochs (initialised once by a
   forward pass) and updated only by state sweeps; each mini-batch does ``inner`` rounds of state sweep +
   weight steps on ``J_S`` (no proximal term).
@@ -44,11 +45,15 @@ Weight steps (``weight_update``):
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from liftinv.lifted import LiftedNetwork, lift, state_gradient
-from liftinv.training.loop import minibatches
+from liftinv.lifted.network import check_lambdas
+from liftinv.training.lifted_base import check_order, check_tau, sweep_levels
+from liftinv.training.loop import _check_int, minibatches
 from liftinv.training.registry import register_method
 
 __all__ = ["UnrolledLiftedTrainer", "UNROLLED_METHODS"]
@@ -105,15 +110,16 @@ class UnrolledLiftedTrainer:
         Weight steps per round.
     sweeps : int
         State sweeps per round.
-    order : {"top-down", "symmetric"}
-        Sweep order (see :meth:`state_sweep`).
+    order : {"top-down", "parity", "symmetric"}
+        State sweep order (:func:`liftinv.training.lifted_base.sweep_levels`).
     lambdas : float or sequence
-        Penalty weights of the K hidden layers.
+        Penalty weights: a float, or one value per penalised layer, i.e. per hidden layer (K values;
+        :func:`liftinv.lifted.network.check_lambdas`).
     lr : float
         Adam learning rate (``weight_update="adam"``) or initial step (``"gd"``).
-    eta : float or None
-        ISGM proximal parameter: the weights are anchored by ``1/(2 eta) ||Theta - Theta^S||^2`` (None: no
-        anchor).
+    tau : float
+        ISGM proximal parameter: the weights are anchored by ``1/(2 tau) ||Theta - Theta^S||^2`` (> 0;
+        ``float("inf")``: no anchor). Unused by BCD.
     weight_update : {"adam", "gd"}
         Weight step rule (see the module docstring).
     backtrack : bool
@@ -138,7 +144,7 @@ class UnrolledLiftedTrainer:
         order: str = "top-down",
         lambdas=1.0,
         lr: float = 5e-3,
-        eta: float | None = 1.0,
+        tau: float = 1.0,
         weight_update: str = "adam",
         backtrack: bool = False,
     ):
@@ -155,30 +161,25 @@ class UnrolledLiftedTrainer:
             raise ValueError(f"scheme must be 'isgm' or 'bcd', got {scheme!r}")
         if weight_update not in ("adam", "gd"):
             raise ValueError(f"weight_update must be 'adam' or 'gd', got {weight_update!r}")
-        if order not in ("top-down", "symmetric"):
-            raise ValueError(f"order must be 'top-down' or 'symmetric', got {order!r}")
+        check_order(order)
         for name, v in (
             ("batch_size", batch_size),
             ("inner", inner),
             ("weight_steps", weight_steps),
             ("sweeps", sweeps),
         ):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if eta is not None and not eta > 0:
-            raise ValueError(f"eta must be > 0 or None, got {eta!r}")
+            _check_int(name, v, 1)
+        self.tau = check_tau(tau)
         self.model, self.X, self.Y = model, X, Y
         self.K = len(model.lifted_layers(0)) - 1
-        hidden = (
-            [float(lambdas)] * self.K if isinstance(lambdas, int | float) else [float(v) for v in lambdas]
-        )
-        if len(hidden) != self.K:
-            raise ValueError(f"lambdas has {len(hidden)} entries, the network has {self.K} hidden layers")
-        self.net: LiftedNetwork = lift(model, last="fixed", penalty=penalty, lambdas=hidden + [1.0])
+        hidden = check_lambdas(lambdas, self.K)
+        self.net: LiftedNetwork = lift(model, last="fixed", penalty=penalty, lambdas=hidden)
         self.penalty, self.scheme = penalty, scheme
         self.batch_size, self.inner, self.weight_steps = batch_size, inner, weight_steps
         self.sweeps, self.order = sweeps, order
-        self.eta, self.weight_update, self.lr = eta, weight_update, float(lr)
+        #: the hidden states of one sweep, in update order
+        self.sweep_order = sweep_levels(range(self.K, 0, -1), order)
+        self.weight_update, self.lr = weight_update, float(lr)
         self.backtrack = bool(backtrack)
         self.params = [p for p in model.parameters() if p.requires_grad]
         # Adam moments (our own, so that a step can be shortened by backtracking)
@@ -203,18 +204,11 @@ class UnrolledLiftedTrainer:
         return self.states
 
     @torch.no_grad()
-    def state_sweep(self, states: list[Tensor], t: Tensor, order: str = "top-down") -> None:
-        """One sweep of exact forward-backward steps on the hidden states (in place).
-
-        ``order="top-down"``: last hidden state first (the target reaches every state in one sweep; a
-        bottom-up sweep from forward states is a fixed point); ``"symmetric"``: bottom-up then top-down
-        (propagates weight changes up through stale states, then the target down).
-        """
+    def state_sweep(self, states: list[Tensor], t: Tensor) -> None:
+        """One sweep of exact forward-backward steps on the hidden states (in place), in ``order``
+        (:func:`liftinv.training.lifted_base.sweep_levels`)."""
         net = self.net
-        levels = list(range(self.K, 0, -1))
-        if order == "symmetric":
-            levels = levels[::-1] + levels
-        for l in levels:
+        for l in self.sweep_order:
             lam_next = net.penalties[l].weight if l < self.K else 1.0
             lam = net.penalties[l - 1].weight
             L = max(lam_next * float(self.model.state_lipschitz(l)), 1e-12)
@@ -230,9 +224,9 @@ class UnrolledLiftedTrainer:
     # -- weights -------------------------------------------------------------------------------------------
     def _weight_objective(self, states, t, anchor) -> Tensor:
         total = self.net.objective(states, t)["objective"]
-        if anchor is not None and self.eta is not None:
+        if anchor is not None and not math.isinf(self.tau):
             prox = sum(((p - a) ** 2).sum() for p, a in zip(self.params, anchor))
-            total = total + prox / (2 * self.eta)
+            total = total + prox / (2 * self.tau)
         return total
 
     def weight_step(self, states, t, anchor) -> float:
@@ -328,7 +322,7 @@ class UnrolledLiftedTrainer:
             anchor = [p.detach().clone() for p in self.params] if self.scheme == "isgm" else None
             for _ in range(self.inner):
                 for _ in range(self.sweeps):
-                    self.state_sweep(states, t, self.order)
+                    self.state_sweep(states, t)
                 for _ in range(self.weight_steps):
                     self.weight_step(states, t, anchor)
             if stored is not None:

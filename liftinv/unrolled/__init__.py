@@ -20,7 +20,7 @@ Wang & Benning, JMLR 24(232), 2023.
 """
 
 from liftinv.models.unrolled import ARCHITECTURES, INITS, UnrolledDualFB, UnrolledProxGrad
-from liftinv.unrolled.io import FORMAT, load_model, save_model
+from liftinv.unrolled.io import FORMAT, ModelMismatchError, load_model, save_model
 from liftinv.unrolled.reconstruct import reconstruct
 from liftinv.unrolled.tasks import TASKS, Task, TaskData, get_task, make_task_data
 from liftinv.unrolled.train import (
@@ -28,7 +28,6 @@ from liftinv.unrolled.train import (
     DEFAULT_OPTIONS,
     LIFTED_ARCH_OPTIONS,
     METHOD_ALIASES,
-    ModelMismatchError,
     build_model,
     resolve_method,
     train,

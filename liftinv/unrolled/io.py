@@ -119,7 +119,7 @@ def _read(path) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(
             f"{str(path)!r} is not a liftinv unrolled model file (format {FORMAT!r}); training checkpoints "
-            "(*.ckpt) are not model files: use the file given to --out / save_model"
+            "are not model files: use a file written by save_model"
         )
     return payload
 
@@ -181,7 +181,7 @@ def load_model(
         raise ModelMismatchError(
             f"model file {str(path)!r} was trained for images of size {saved_size} (C, H, W), not "
             f"{_normalize_size(image_size)}: unrolled networks embed their operator and only work at the "
-            "image size they were trained for; train a model for this size (liftinv train --image-size ...)"
+            "image size they were trained for; train a model for this size"
         )
     if expected_operator is not None:
         other = (
@@ -193,7 +193,7 @@ def load_model(
         if diffs:
             raise ModelMismatchError(
                 f"model file {str(path)!r} was trained for another operator ({'; '.join(diffs)}); train a model "
-                "for this operator (liftinv train ...)"
+                "for this operator"
             )
     desc = dict(payload["operator"])
     operator = make_operator(**desc)

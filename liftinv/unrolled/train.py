@@ -13,7 +13,6 @@ import torch
 
 from liftinv.models.unrolled import build_model
 from liftinv.training.unrolled import UNROLLED_METHODS
-from liftinv.unrolled.io import ModelMismatchError
 from liftinv.unrolled.tasks import Task, TaskData, get_task, make_task_data
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "resolve_method",
     "build_model",
     "train",
-    "ModelMismatchError",
 ]
 
 
@@ -54,7 +52,7 @@ LIFTED_ARCH_OPTIONS: dict[str, dict[str, Any]] = {"dualfb": {"lambdas": 0.02, "b
 
 
 def resolve_method(method: str) -> str:
-    """Map a short name (``backprop``, ``mac``, ``bregman-bcd``, ``bregman-isgm``) to a ``fit`` method.
+    """Map a short name (``backprop``, ``mac``: :data:`METHOD_ALIASES`) to a ``fit`` method.
 
     Registered names (``backprop-adam``, ``bregman-isgm``, ...) are returned unchanged.
     """
@@ -90,8 +88,8 @@ def train(
     arch : {"proxgrad", "dualfb"}
         Architecture.
     method : str
-        ``backprop``, ``mac``, ``bregman-bcd``, ``bregman-isgm`` (see :data:`METHOD_ALIASES`) or any
-        registered ``fit`` method.
+        A short alias (``backprop``, ``mac``: :data:`METHOD_ALIASES`) or a registered ``fit`` method that
+        trains unrolled networks (:func:`liftinv.training.registry.methods_for` ``("unrolled")``).
     epochs, seed, device, checkpoint, resume, progress
         As for :func:`liftinv.training.fit`.
     data : TaskData, optional
