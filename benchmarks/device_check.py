@@ -191,10 +191,9 @@ def psnr(x: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     Tensor
         ``[B]`` float64.
     """
-    x = x.detach().cpu().double().clamp(0, 1).reshape(x.shape[0], -1)
-    truth = truth.detach().cpu().double().reshape(truth.shape[0], -1)
-    mse = (x - truth).pow(2).mean(1).clamp(min=1e-20)
-    return 10 * torch.log10(1 / mse)
+    from liftinv.metrics import psnr
+
+    return psnr(x.detach().cpu().double().clamp(0, 1), truth.detach().cpu().double())
 
 
 def relative_noise(f0: torch.Tensor, level: float, seed: int) -> torch.Tensor:

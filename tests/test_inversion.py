@@ -17,6 +17,7 @@ from liftinv.datasets import random_phantoms, shepp_logan
 from liftinv.operators import div2d, grad2d, project_l2_ball
 from torch import nn
 
+from liftinv import metrics
 from liftinv.inversion import InversionResult, invert
 from liftinv.inversion._common import _Context, _InputStep
 from liftinv.inversion._lifted import _Preactivations
@@ -45,8 +46,8 @@ def _one_thread():
 
 
 def psnr(x: torch.Tensor, truth: torch.Tensor) -> float:
-    mse = (x.clamp(0, 1) - truth).pow(2).mean()
-    return float(10 * torch.log10(1 / mse))
+    """PSNR of the whole batch as one signal (clipped to [0, 1]), through liftinv.metrics."""
+    return float(metrics.psnr(x.clamp(0, 1).reshape(1, -1), truth.reshape(1, -1))[0])
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from liftinv.datasets import load_digits, random_phantoms
 from liftinv.datasets import shepp_logan as _shepp_logan
+from liftinv.metrics import psnr
 
 __all__ = [
     "InversionProblem",
@@ -235,8 +236,7 @@ def autoencoder(
     ae = ae.cpu().eval().requires_grad_(False)
     with torch.no_grad():
         Xt = X[n_train:]
-        mse = (ae(Xt) - Xt).pow(2).reshape(Xt.shape[0], -1).mean(1)
-        test_psnr = float((10 * torch.log10(1 / mse)).mean())
+        test_psnr = float(psnr(ae(Xt), Xt).mean())
     ae.train_info = {"test_psnr": test_psnr, "train_time": train_time, **config}
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
