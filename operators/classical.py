@@ -238,6 +238,12 @@ def reconstruct(
         Unknown method; wrong measurement shape; non-finite values; negative alpha; bad tol, max_iter or
         bounds.
 
+    See Also
+    --------
+    liftinv.reconstruct : the learned level -- reconstruct with a trained unrolled network
+        (``liftinv.unrolled.reconstruct``), falling back to this function when no model is given.
+    liftinv.operators.tv_pdhg_step : the TV-PDHG iteration used by ``method="tv"``.
+
     Examples
     --------
     >>> import torch

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 import torch
@@ -162,7 +160,7 @@ def test_model_hook_calls_load_model(tmp_path, capsys, monkeypatch):
         loaded.append(path)
         return PinvModel()
 
-    monkeypatch.setitem(sys.modules, "liftinv.unrolled", types.SimpleNamespace(load_model=load_model))
+    monkeypatch.setattr("liftinv.unrolled.load_model", load_model)
     code, _ = _run(tmp_path, "--operator", "blur", "--model", str(model_file))
     assert code == 0 and loaded == [str(model_file)]
     assert "method:     model model.pt" in capsys.readouterr().out

@@ -70,3 +70,55 @@ def test_image_folder_lists_its_own_images_only(tmp_path):
         make_task_data("denoise", image_size=16, n_train=2, image_folder=tmp_path / "nowhere")
     with pytest.raises(ValueError, match="at least 2 images"):
         make_task_data("denoise", image_size=16, n_train=2, image_folder=tmp_path / "sub")
+
+
+def test_folders_are_used_at_native_size_and_must_be_disjoint(tmp_path):
+    rng = np.random.default_rng(1)
+    train_dir, test_dir = tmp_path / "train", tmp_path / "test"
+    train_dir.mkdir()
+    test_dir.mkdir()
+    images = [rng.random((20, 18)), rng.random((17, 25))]
+    for i, image in enumerate(images):
+        np.save(train_dir / f"a{i}.npy", image)
+    np.save(test_dir / "t.npy", rng.random((16, 30)))
+    data = make_task_data(
+        "deblur", image_size=16, n_train=6, test_crops=2, seed=2, train_images=train_dir, test_images=test_dir
+    )
+    # no resizing: the patches are those of the images as they are (with flips and rotations)
+    native = [torch.from_numpy(image).float()[None] for image in images]
+    assert torch.equal(data.train[1], extract_patches(native, 16, n=6, seed=2, augment=True))
+    assert data.test_names == ["t#0", "t#1"] and data.test[1].shape == (2, 1, 16, 16)
+    assert data.train_source == f"folder {train_dir} (2 images, native size)" and not data.train_bundled
+    assert make_task_data("denoise", image_size=16, n_train=2, test_images=test_dir).train_bundled
+    with pytest.raises(ValueError, match="disjoint; both contain"):
+        make_task_data("denoise", image_size=16, n_train=2, train_images=train_dir, test_images=train_dir)
+    with pytest.raises(ValueError, match=r"test_images: the image .*t.npy is 16x30, smaller than the 17x17"):
+        make_task_data("denoise", image_size=17, n_train=2, train_images=train_dir, test_images=test_dir)
+    with pytest.raises(FileNotFoundError, match="train_images: .* is not a folder"):
+        make_task_data("denoise", image_size=16, n_train=2, train_images=str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="has no image files"):
+        make_task_data("denoise", image_size=16, n_train=2, test_images=tmp_path / "empty")
+
+
+def test_ellipse_phantoms_stream_for_training_and_a_fixed_test_set():
+    from liftinv.datasets import EllipseStream, ellipse_set
+
+    from liftinv.unrolled.tasks import ELLIPSE_TEST_SEED, ELLIPSES
+    from liftinv.unrolled.train import data_sources
+
+    kw = dict(image_size=16, n_train=3, test_phantoms=2, train_images=ELLIPSES, test_images=ELLIPSES)
+    a, b = make_task_data("ct", seed=0, **kw), make_task_data("ct", seed=5, **kw)
+    assert torch.equal(a.train[1], EllipseStream(16, seed=0).batch(3))
+    assert not torch.equal(a.train[1], b.train[1])  # the training phantoms follow the run's seed ...
+    assert torch.equal(a.test[1], b.test[1])  # ... the test set does not
+    assert torch.equal(a.test[1], ellipse_set(2, 16, seed=ELLIPSE_TEST_SEED))
+    assert a.test_names == ["ellipse#0", "ellipse#1"] and a.train[0].shape[1:] == a.operator.measurement_size
+    # lpd on CT defaults to them (as in the Learned Primal-Dual paper); folders given take their place
+    assert data_sources("ct", "lpd") == {"train_images": ELLIPSES, "test_images": ELLIPSES}
+    assert data_sources("ct", "lpd", test_images="BSD68") == {
+        "train_images": ELLIPSES,
+        "test_images": "BSD68",
+    }
+    assert data_sources("ct", "proxgrad") == {} and data_sources("denoise", "lpd") == {}
+    assert data_sources("ct", "lpd", image_folder="d") == {"image_folder": "d"}

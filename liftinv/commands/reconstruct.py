@@ -11,7 +11,10 @@ sigma 1.5; both on the reconstruction clipped to ``[0, 1]``, the image range) an
 truth | measurement | reconstruction.
 
 With ``--model PATH`` the reconstruction comes from a trained network loaded by
-``liftinv.unrolled.load_model(PATH)`` and called as ``model(y)``.
+``liftinv.unrolled.load_model(PATH)``. The operator, its parameters and the noise level default to those the
+model was trained for; networks of blur, inpainting and denoising apply at any ``--size`` (the operator is
+rebuilt at that size, :func:`liftinv.unrolled.io.model_for_operator`), a CT network only at its geometry;
+other operator parameters (``--sigma``, ``--angles``, ``--keep-rate``) than the model's are refused.
 """
 
 from __future__ import annotations
@@ -37,14 +40,26 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
         "reconstruction clipped to [0, 1].",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--operator", default="blur", help=f"forward operator: {' | '.join(OPERATOR_NAMES)}")
+    parser.add_argument(
+        "--operator",
+        default=None,
+        help=f"forward operator: {' | '.join(OPERATOR_NAMES)} (default: the model's, else blur)",
+    )
     parser.add_argument(
         "--image", default="camera", help="bundled image name (camera, shepp_logan, ...) or a file path"
     )
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels (square)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="image side in pixels (square; default 128, a CT model's training size)",
+    )
     parser.add_argument("--method", default="tv", help=f"reconstruction method: {' | '.join(METHOD_NAMES)}")
     parser.add_argument(
-        "--noise", type=float, default=0.01, help="standard deviation of Gaussian measurement noise"
+        "--noise",
+        type=float,
+        default=None,
+        help="standard deviation of Gaussian measurement noise (default: the model's training noise, else 0.01)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
     parser.add_argument(
@@ -63,75 +78,111 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     parser.add_argument("--out", default="reconstruction.png", help="output figure (png, pdf, svg)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the metrics as JSON")
     parser.add_argument(
-        "--model", default=None, metavar="PATH", help="trained model for liftinv.unrolled.load_model"
+        "--model",
+        default=None,
+        metavar="PATH",
+        help="trained model (liftinv train --out PATH); blur, inpainting, denoising models apply at any --size",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
-def _validate(args: argparse.Namespace) -> dict[str, Any]:
-    if args.operator not in OPERATOR_NAMES:
+#: operator parameter -> the flag that sets it
+PARAMETER_FLAGS = {"sigma": "--sigma", "angles": "--angles", "keep_rate": "--keep-rate"}
+
+
+def _validate(args: argparse.Namespace) -> None:
+    if args.operator is not None and args.operator not in OPERATOR_NAMES:
         raise ValueError(f"--operator: expected one of {', '.join(OPERATOR_NAMES)}, got {args.operator!r}")
     if args.method not in METHOD_NAMES:
         raise ValueError(f"--method: expected one of {', '.join(METHOD_NAMES)}, got {args.method!r}")
-    if args.size < 3:
+    if args.size is not None and args.size < 3:
         raise ValueError(f"--size: expected an image side >= 3 pixels, got {args.size}")
-    if not math.isfinite(args.noise) or args.noise < 0:
+    if args.noise is not None and (not math.isfinite(args.noise) or args.noise < 0):
         raise ValueError(f"--noise: expected a finite standard deviation >= 0, got {args.noise}")
     if args.alpha is not None and (not math.isfinite(args.alpha) or args.alpha < 0):
         raise ValueError(f"--alpha: expected a finite number >= 0, got {args.alpha}")
     if args.max_iter is not None and args.max_iter <= 0:
         raise ValueError(f"--max-iter: expected a positive number of iterations, got {args.max_iter}")
-    extra: dict[str, Any] = {}
-    if args.sigma is not None:
-        if args.operator != "blur":
-            raise ValueError("--sigma only applies to --operator blur")
-        if not math.isfinite(args.sigma) or args.sigma <= 0:
-            raise ValueError(f"--sigma: expected a blur width > 0, got {args.sigma}")
-        extra["sigma"] = args.sigma
-    if args.angles is not None:
-        if args.operator != "tomography":
-            raise ValueError("--angles only applies to --operator tomography")
-        if args.angles <= 0:
-            raise ValueError(f"--angles: expected a positive number of angles, got {args.angles}")
-        extra["angles"] = args.angles
-    if args.keep_rate is not None:
-        if args.operator != "inpainting":
-            raise ValueError("--keep-rate only applies to --operator inpainting")
-        if not 0 <= args.keep_rate <= 1:
-            raise ValueError(f"--keep-rate: expected a fraction in [0, 1], got {args.keep_rate}")
-        extra["keep_rate"] = args.keep_rate
+    if args.sigma is not None and (not math.isfinite(args.sigma) or args.sigma <= 0):
+        raise ValueError(f"--sigma: expected a blur width > 0, got {args.sigma}")
+    if args.angles is not None and args.angles <= 0:
+        raise ValueError(f"--angles: expected a positive number of angles, got {args.angles}")
+    if args.keep_rate is not None and not 0 <= args.keep_rate <= 1:
+        raise ValueError(f"--keep-rate: expected a fraction in [0, 1], got {args.keep_rate}")
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise FileNotFoundError(f"--out: the folder {out_dir} does not exist")
-    return extra
+    if args.model is not None and not os.path.isfile(args.model):
+        raise FileNotFoundError(f"--model: no such file: {args.model}")
 
 
-def _load_model(path: str, operator: Any):
+def _operator_parameters(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """The operator parameters given on the command line (each flag only for its operator)."""
+    given = {"sigma": args.sigma, "angles": args.angles, "keep_rate": args.keep_rate}
+    owner = {"sigma": "blur", "angles": "tomography", "keep_rate": "inpainting"}
+    for key, value in given.items():
+        if value is not None and owner[key] != name:
+            raise ValueError(f"{PARAMETER_FLAGS[key]} only applies to --operator {owner[key]}")
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _load_model(path: str):
     from liftinv.unrolled import load_model
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--model: no such file: {path}")
     try:
-        model = load_model(path)
+        return load_model(path)
     except ValueError as exc:
         # the library's message, with the command-line advice
         raise ValueError(
             f"--model: {exc} (`liftinv train --out FILE` writes a model file; FILE.ckpt is its training "
             "checkpoint)"
         ) from None
-    model_operator = getattr(model, "operator", None)
-    if model_operator is not None and hasattr(model_operator, "describe"):
-        trained_for = model_operator.describe()
-        if trained_for.get("name") != operator.name or list(trained_for.get("image_size", [])) != list(
-            operator.image_size
-        ):
+
+
+def _trained_for(description: dict[str, Any]) -> str:
+    params = ", ".join(
+        f"{k}={v}" for k, v in description.items() if k not in ("name", "image_size") and v is not None
+    )
+    return f"{description.get('name')} ({params})" if params else str(description.get("name"))
+
+
+def _model_operator(args: argparse.Namespace, model: Any):
+    """The operator of the command line for a model: the model's unless flags say otherwise (checked)."""
+    from liftinv.operators import make_operator
+    from liftinv.unrolled.io import is_resizable, model_for_operator, operator_differences
+
+    trained = getattr(getattr(model, "operator", None), "describe", None)
+    if trained is None:  # a model that does not describe its operator: the command line's, unchecked
+        name = args.operator or "blur"
+        operator = make_operator(name, args.size or 128, **_operator_parameters(args, name))
+        return operator, model
+    trained = dict(trained())
+    saved_size = list(trained.get("image_size", []))
+    if args.operator is not None and args.operator != trained.get("name"):
+        raise ValueError(
+            f"--operator: the model was trained for {_trained_for(trained)}, but --operator {args.operator} was "
+            "asked for; train a model for this operator"
+        )
+    name = trained["name"]
+    resizable = is_resizable(model)
+    size = args.size or (128 if resizable or not saved_size else saved_size[-1])
+    kwargs = {k: v for k, v in trained.items() if k not in ("name", "image_size")}
+    kwargs.update(_operator_parameters(args, name))
+    operator = make_operator(name, size, **kwargs)
+    for key, mine, asked in operator_differences(trained, dict(operator.describe())):
+        if key in PARAMETER_FLAGS:
             raise ValueError(
-                f"--model: the model was trained for {trained_for.get('name')} on images "
-                f"{trained_for.get('image_size')}, but --operator {operator.name} --size {operator.image_size[-1]} "
-                "was asked for"
+                f"{PARAMETER_FLAGS[key]}: the model was trained for {name} with {key}={mine}, but "
+                f"{PARAMETER_FLAGS[key]} {asked} was asked for; train a model for {key}={asked}"
             )
-    return model
+        if key == "image_size" and not resizable:
+            raise ValueError(
+                f"--size: the model was trained for {_trained_for(trained)} on images {mine} (C, H, W); "
+                f"--size {size} asks for images {asked}, another geometry: a {name} network works only at the "
+                f"geometry it was trained for (train a model for this size, or leave --size out)"
+            )
+    return operator, model_for_operator(model, operator, name="--model: the model")
 
 
 def _figure(path: str, truth, measurement, reconstruction, titles: list[str]) -> None:
@@ -158,7 +209,7 @@ def _figure(path: str, truth, measurement, reconstruction, titles: list[str]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Run ``liftinv reconstruct``; returns 0 on success (bad input raises, and the CLI prints one line)."""
-    extra = _validate(args)
+    _validate(args)
     import torch
 
     from liftinv.datasets import load_image
@@ -166,15 +217,29 @@ def run(args: argparse.Namespace) -> int:
     from liftinv.metrics import ssim as ssim_of
     from liftinv.operators import GaussianNoise, make_operator, reconstruct
 
+    if args.model:
+        model = _load_model(args.model)
+        trained_size = "x".join(map(str, getattr(model, "image_size", (0, 0, 0))[1:]))
+        operator, model = _model_operator(args, model)
+        task = (getattr(model, "metadata", None) or {}).get("task")
+        trained_noise = task.get("noise") if isinstance(task, dict) else None
+        noise = (
+            args.noise if args.noise is not None else (trained_noise if trained_noise is not None else 0.01)
+        )
+    else:
+        name = args.operator or "blur"
+        operator = make_operator(name, args.size or 128, **_operator_parameters(args, name))
+        noise = 0.01 if args.noise is None else args.noise
+    args.size, args.noise = operator.image_size[-1], noise  # the values used (printed, JSON)
     x = load_image(args.image, args.size)
-    operator = make_operator(args.operator, args.size, **extra)
     y = operator.measure(x, GaussianNoise(args.noise), seed=args.seed)
     start = time.perf_counter()
     if args.model:
-        model = _load_model(args.model, operator)
         with torch.no_grad():
-            x_hat = model(y)
-        label, detail = f"model {os.path.basename(args.model)}", ""
+            x_hat = model.reconstruct(y) if hasattr(model, "reconstruct") else model(y)
+        label = f"model {os.path.basename(args.model)}"
+        arch = getattr(model, "arch", None)
+        detail = f" ({arch}, trained on {trained_size})" if arch else ""
     else:
         result = reconstruct(
             y,
@@ -216,9 +281,7 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w") as f:
             json.dump(
                 {
-                    "operator": description
-                    if args.operator != "inpainting"
-                    else {k: v for k, v in description.items() if k != "mask"},
+                    "operator": {k: v for k, v in description.items() if k != "mask" or isinstance(v, str)},
                     "image": args.image,
                     "size": args.size,
                     "noise": args.noise,

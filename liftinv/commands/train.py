@@ -1,26 +1,48 @@
-"""``liftinv train``: train an unrolled proximal network for deblur | ct | inpaint | denoise.
+"""``liftinv train``: train an unrolled network for deblur | ct | inpaint | denoise.
 
 Example::
 
-    liftinv train --task deblur --arch proxgrad --method bregman-isgm --epochs 20 --seed 0 \\
-        --device cpu --out deblur.pt
+    liftinv train --task denoise --arch proxgrad-cnn --method bregman-isgm --epochs 20 --seed 0 \\
+        --images ../shared/data/Train400 --test-images ../shared/data/BSD68 --device cuda --out denoise.pt
 
-Trains on patches of bundled images (or ``--images FOLDER``), prints the test PSNR of the network next to
-its initialisation, and writes one model file (weights + configuration + operator description) for
-``liftinv reconstruct --model deblur.pt`` / :func:`liftinv.unrolled.load_model`. A checkpoint
-``<out>.ckpt`` is written after every epoch; rerunning the same command resumes from it (``--restart``
-ignores it).
+Architectures come from :data:`liftinv.models.ARCHITECTURES`: the convex-prior networks ``proxgrad`` and
+``dualfb``, and the learned CNN networks ``lpd`` (Learned Primal-Dual) and ``proxgrad-cnn``. Training data:
+random patches (flips, 90 degree rotations) of the images of ``--images DIR`` (its last quarter held out for
+testing unless ``--test-images DIR`` is given); for ``--task ct --arch lpd`` the random-ellipse phantoms of
+Learned Primal-Dual (test: a fixed seeded ellipse set); otherwise the bundled images (the command says so).
+Prints the test PSNR and writes one model file (weights + configuration + operator description) for
+``liftinv reconstruct --model denoise.pt`` / :func:`liftinv.unrolled.load_model`; networks of blur,
+inpainting and denoising reconstruct images of any size. A checkpoint ``<out>.ckpt`` is written after every
+epoch; rerunning the same command resumes from it (``--restart`` ignores it).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import time
 from typing import Any
 
 TASK_NAMES = ("deblur", "ct", "inpaint", "denoise")
-ARCH_NAMES = ("proxgrad", "dualfb")
+
+#: network flags: argparse dest -> (flag, constructor parameters it sets: the first alternative that the
+#: architecture takes; ``--channels`` is the transform channels of proxgrad / dualfb and the primal and dual
+#: memory channels of lpd)
+NETWORK_FLAGS: dict[str, tuple[str, tuple[tuple[str, ...], ...]]] = {
+    "iterations": ("--iterations", (("iterations",),)),
+    "channels": ("--channels", (("channels",), ("primal_channels", "dual_channels"))),
+    "width": ("--width", (("width",),)),
+    "depth": ("--depth", (("depth",),)),
+    "kernel_size": ("--kernel-size", (("kernel_size",),)),
+}
+
+
+def arch_names() -> list[str]:
+    """Every ``--arch`` value: the names of :data:`liftinv.models.ARCHITECTURES`."""
+    from liftinv.models import ARCHITECTURES
+
+    return list(ARCHITECTURES)
 
 
 def method_names() -> list[str]:
@@ -41,27 +63,86 @@ def method_help() -> str:
     return "training method: " + "; ".join(aliases + names)
 
 
+def network_flags(arch: str) -> list[str]:
+    """The network flags (:data:`NETWORK_FLAGS`) that apply to ``arch``."""
+    from liftinv.models import ARCHITECTURES
+
+    params = inspect.signature(ARCHITECTURES[arch]).parameters
+    return [
+        flag
+        for flag, alternatives in NETWORK_FLAGS.values()
+        if any(all(n in params for n in alt) for alt in alternatives)
+    ]
+
+
+def network_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Constructor arguments of ``--arch`` from the network flags given.
+
+    Raises ``ValueError`` for a flag that does not apply to the architecture (the message lists those that
+    do).
+    """
+    from liftinv.models import ARCHITECTURES
+
+    params = inspect.signature(ARCHITECTURES[args.arch]).parameters
+    kwargs: dict[str, Any] = {}
+    for dest, (flag, alternatives) in NETWORK_FLAGS.items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        names = next((alt for alt in alternatives if all(n in params for n in alt)), None)
+        if names is None:
+            raise ValueError(
+                f"{flag}: does not apply to --arch {args.arch} (its network options: "
+                f"{', '.join(network_flags(args.arch))})"
+            )
+        kwargs.update(dict.fromkeys(names, value))
+    return kwargs
+
+
 def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParser:
     """Register the ``train`` sub-command (``subparsers.add_parser(name, help=help_)``)."""
+    archs = arch_names()
     p = subparsers.add_parser(
         name,
         help=help_,
-        description="Train an unrolled proximal network (UnrolledProxGrad / UnrolledDualFB) by back-propagation, "
-        "MAC or lifted Bregman (BCD / ISGM) on patches of bundled images, and save it.",
+        description="Train an unrolled network (convex-prior proxgrad / dualfb, or learned CNN lpd / "
+        "proxgrad-cnn) by back-propagation, MAC or lifted Bregman (BCD / ISGM) on image patches (bundled, "
+        "--images DIR) or random-ellipse phantoms (ct with lpd), and save it.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--task", default="deblur", help=f"task: {' | '.join(TASK_NAMES)}")
-    p.add_argument("--arch", default="proxgrad", help=f"architecture: {' | '.join(ARCH_NAMES)}")
+    p.add_argument("--arch", default="proxgrad", help=f"architecture: {' | '.join(archs)}")
     p.add_argument("--method", default="bregman-isgm", help=method_help())
     p.add_argument("--epochs", type=int, default=20, help="training epochs")
-    p.add_argument("--seed", type=int, default=0, help="seed (patches, noise, mini-batches)")
+    p.add_argument("--seed", type=int, default=0, help="seed (patches, phantoms, noise, mini-batches)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:K")
     p.add_argument("--out", default="model.pt", help="output model file (checkpoint: <out>.ckpt)")
     p.add_argument("--image-size", type=int, default=32, help="side of the training patches / test crops")
-    p.add_argument("--n-train", type=int, default=256, help="number of training patches")
-    p.add_argument("--images", default=None, metavar="FOLDER", help="train/test on the images of this folder")
-    p.add_argument("--iterations", type=int, default=None, help="unrolled iterations (layers)")
-    p.add_argument("--channels", type=int, default=None, help="channels of the transforms")
+    p.add_argument("--n-train", type=int, default=256, help="number of training patches (or phantoms)")
+    p.add_argument(
+        "--images",
+        default=None,
+        metavar="DIR",
+        help="train on random patches (flips, 90-degree rotations) of the images of this folder, at their "
+        "size; without --test-images its last quarter is held out for testing (default: bundled images; "
+        "ct with lpd: random-ellipse phantoms)",
+    )
+    p.add_argument(
+        "--test-images",
+        default=None,
+        metavar="DIR",
+        help="test on crops of the images of this folder (default: bundled images; ct with lpd: a fixed "
+        "seeded set of ellipse phantoms)",
+    )
+    p.add_argument("--iterations", type=int, default=None, help="unrolled iterations (all architectures)")
+    p.add_argument(
+        "--channels",
+        type=int,
+        default=None,
+        help="proxgrad, dualfb: channels of the transforms; lpd: primal and dual memory channels",
+    )
+    p.add_argument("--width", type=int, default=None, help="lpd, proxgrad-cnn: channels of the hidden convs")
+    p.add_argument("--depth", type=int, default=None, help="proxgrad-cnn: convs per proximal CNN (>= 2)")
     p.add_argument("--kernel-size", type=int, default=None, help="filter size (odd)")
     p.add_argument("--batch-size", type=int, default=None, help="mini-batch size")
     p.add_argument("--lr", type=float, default=None, help="learning rate / initial weight step")
@@ -71,11 +152,27 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     return p
 
 
-def _validate(args: argparse.Namespace) -> None:
+def _check_folder(flag: str, folder: str, minimum: int) -> None:
+    from liftinv.datasets import IMAGE_EXTENSIONS, list_images
+
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{flag}: {folder} is not a folder")
+    found = len(list_images(folder, recursive=False))
+    if found < minimum:
+        need = "an image" if minimum == 1 else f"at least {minimum} images (train and held-out test)"
+        raise ValueError(
+            f"{flag}: expected {need} ({', '.join(IMAGE_EXTENSIONS)}, sub-folders are not read) in {folder}, "
+            f"found {found}"
+        )
+
+
+def _validate(args: argparse.Namespace) -> dict[str, Any]:
+    """Check the arguments (before anything is read or written); returns the network flags' constructor
+    arguments (the network checks their values when it is built: :func:`_model`)."""
     if args.task not in TASK_NAMES:
         raise ValueError(f"--task: expected one of {', '.join(TASK_NAMES)}, got {args.task!r}")
-    if args.arch not in ARCH_NAMES:
-        raise ValueError(f"--arch: expected one of {', '.join(ARCH_NAMES)}, got {args.arch!r}")
+    if args.arch not in arch_names():
+        raise ValueError(f"--arch: expected one of {', '.join(arch_names())}, got {args.arch!r}")
     if args.method not in method_names():
         raise ValueError(f"--method: expected one of {', '.join(method_names())}, got {args.method!r}")
     if args.epochs < 0:
@@ -87,11 +184,14 @@ def _validate(args: argparse.Namespace) -> None:
     for flag, v in (
         ("--iterations", args.iterations),
         ("--channels", args.channels),
+        ("--width", args.width),
         ("--batch-size", args.batch_size),
         ("--threads", args.threads),
     ):
         if v is not None and v < 1:
             raise ValueError(f"{flag}: expected a positive int, got {v}")
+    if args.depth is not None and args.depth < 2:
+        raise ValueError(f"--depth: expected an int >= 2, got {args.depth}")
     if args.kernel_size is not None and (args.kernel_size < 1 or args.kernel_size % 2 == 0):
         raise ValueError(f"--kernel-size: expected an odd positive int, got {args.kernel_size}")
     if args.lr is not None and not args.lr > 0:
@@ -99,37 +199,95 @@ def _validate(args: argparse.Namespace) -> None:
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise FileNotFoundError(f"--out: the folder {out_dir} does not exist")
-    if args.images is not None and not os.path.isdir(args.images):
-        raise FileNotFoundError(f"--images: {args.images} is not a folder")
+    if args.images is not None:
+        _check_folder("--images", args.images, 1 if args.test_images is not None else 2)
+    if args.test_images is not None:
+        _check_folder("--test-images", args.test_images, 1)
+        if args.images is not None and os.path.samefile(args.images, args.test_images):
+            raise ValueError(
+                f"--test-images: expected another folder than --images ({args.images}): the test images must "
+                "not be training images"
+            )
+    kwargs = network_kwargs(args)
+    from liftinv.training import resolve_device
+
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        raise ValueError(f"--device: {exc}") from None
+    return kwargs
+
+
+def _model(args: argparse.Namespace, data, kwargs: dict[str, Any]):
+    """The network for the task's operator: the task's defaults and the network flags (errors name them)."""
+    from liftinv.unrolled import build_model
+
+    try:  # the network's own checks, e.g. proxgrad's --channels >= kernel_size**2
+        return build_model(args.arch, data.operator, **{**data.task.arch_kwargs.get(args.arch, {}), **kwargs})
+    except ValueError as exc:
+        given = [
+            f"{f} {getattr(args, d)}" for d, (f, _) in NETWORK_FLAGS.items() if getattr(args, d) is not None
+        ]
+        raise ValueError(f"--arch {' '.join([args.arch, *given])}: {exc}") from None
+
+
+_DATA_ARGS = {"train_images": "--images", "image_folder": "--images", "test_images": "--test-images"}
+
+
+def _data(args: argparse.Namespace):
+    """The task data of the command line (errors name the flags)."""
+    from liftinv.unrolled import make_task_data
+    from liftinv.unrolled.train import data_sources
+
+    split = (
+        args.images is not None and args.test_images is None
+    )  # one folder: its last quarter is the test set
+    sources = data_sources(
+        args.task,
+        args.arch,
+        image_folder=args.images if split else None,
+        train_images=None if split else args.images,
+        test_images=args.test_images,
+    )
+    try:
+        return make_task_data(
+            args.task, image_size=args.image_size, n_train=args.n_train, seed=args.seed, **sources
+        )
+    except ValueError as exc:
+        text = str(exc).replace("(image_size)", "(--image-size)")
+        for name, flag in _DATA_ARGS.items():
+            if text.startswith(f"{name}: "):
+                text = f"{flag}: {text[len(name) + 2 :]}"
+        raise ValueError(text) from None
+
+
+def _data_line(data, args: argparse.Namespace) -> str:
+    """One line saying where the training and test images come from (and when it is the bundled fallback)."""
+    train = data.train_source + (" (no --images DIR given)" if data.train_bundled else "")
+    test = data.test_source
+    if args.images is not None and args.test_images is None:
+        test += " held out (no --test-images DIR given)"
+    elif data.test_bundled:
+        test += " (no --test-images DIR given)"
+    return f"data:       train on {train}; test on {test}"
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``liftinv train``; returns 0 on success."""
-    _validate(args)
+    model_kwargs = _validate(args)
     import torch
 
     from liftinv.metrics import psnr as psnr_per_image
-    from liftinv.unrolled import make_task_data, resolve_method, save_model, train
+    from liftinv.unrolled import resolve_method, save_model, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
     checkpoint = args.out + ".ckpt"
-    if args.restart and os.path.exists(checkpoint):
-        os.remove(checkpoint)
-    model_kwargs = {
-        k: v
-        for k, v in (
-            ("iterations", args.iterations),
-            ("channels", args.channels),
-            ("kernel_size", args.kernel_size),
-        )
-        if v is not None
-    }
     options = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
-    data = make_task_data(
-        args.task, image_size=args.image_size, n_train=args.n_train, seed=args.seed, image_folder=args.images
-    )
-    resumed = os.path.exists(checkpoint)
+    data = _data(args)
+    model = _model(args, data, model_kwargs)  # nothing is written before the network is built
+    print(_data_line(data, args), flush=True)
+    resumed = os.path.exists(checkpoint) and not args.restart
     start = time.perf_counter()
     model, history, data = train(
         args.task,
@@ -140,8 +298,9 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         data=data,
         checkpoint=checkpoint,
+        resume=not args.restart,
         progress=not args.no_progress,
-        model_kwargs=model_kwargs,
+        model=model,
         **options,
     )
     seconds = time.perf_counter() - start
@@ -163,17 +322,21 @@ def run(args: argparse.Namespace) -> int:
             "train_seconds": wall,
             "n_train": args.n_train,
             "images": args.images,
+            "test_images": args.test_images,
+            "train_data": data.train_source,
+            "test_data": data.test_source,
+            "device": str(dev),
         },
     )
     print(
         f"task:       {data.task.description}, {data.image_size}x{data.image_size}, "
-        f"{len(data.train[1])} training patches, {len(x_test)} test crops"
+        f"{len(data.train[1])} training images, {len(x_test)} test images"
     )
     print(f"model:      {args.arch} {model.config()}")
     print(
         f"training:   {args.method} ({resolve_method(args.method)}), {len(history)} epochs, "
-        f"{wall:.1f} s{' (resumed from ' + checkpoint + ')' if resumed else ''}"
+        f"{wall:.1f} s on {dev}{' (resumed from ' + checkpoint + ')' if resumed else ''}"
     )
-    print(f"test PSNR:  {psnr:.2f} dB  (mean over test crops, reconstruction clipped to [0, 1])")
+    print(f"test PSNR:  {psnr:.2f} dB  (mean over the test images, reconstruction clipped to [0, 1])")
     print(f"wrote {args.out}")
     return 0

@@ -20,15 +20,23 @@ Wang & Benning, JMLR 24(232), 2023.
 """
 
 from liftinv.models.unrolled import ARCHITECTURES, INITS, UnrolledDualFB, UnrolledProxGrad
-from liftinv.unrolled.io import FORMAT, ModelMismatchError, load_model, save_model
+from liftinv.unrolled.io import (
+    FORMAT,
+    ModelMismatchError,
+    is_resizable,
+    load_model,
+    model_for_operator,
+    save_model,
+)
 from liftinv.unrolled.reconstruct import reconstruct
-from liftinv.unrolled.tasks import TASKS, Task, TaskData, get_task, make_task_data
+from liftinv.unrolled.tasks import ELLIPSES, TASKS, Task, TaskData, get_task, make_task_data
 from liftinv.unrolled.train import (
     ARCH_OPTIONS,
     DEFAULT_OPTIONS,
     LIFTED_ARCH_OPTIONS,
     METHOD_ALIASES,
     build_model,
+    data_sources,
     resolve_method,
     train,
 )
@@ -40,6 +48,10 @@ __all__ = [
     "UnrolledProxGrad",
     "FORMAT",
     "load_model",
+    "is_resizable",
+    "model_for_operator",
+    "ELLIPSES",
+    "data_sources",
     "save_model",
     "reconstruct",
     "TASKS",

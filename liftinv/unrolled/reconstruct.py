@@ -7,7 +7,7 @@ import time
 
 from torch import Tensor, nn
 
-from liftinv.unrolled.io import ModelMismatchError, _operator_differences, load_model
+from liftinv.unrolled.io import ModelMismatchError, is_resizable, load_model, model_for_operator
 
 __all__ = ["reconstruct"]
 
@@ -27,7 +27,10 @@ def reconstruct(
         Measurements ``[B, *measurement_size]``.
     operator : LinearOperator, optional
         The forward operator. Required without a model; with a model it is checked against the operator the
-        model was trained for (a mismatch raises :class:`ModelMismatchError`).
+        model was trained for (:func:`liftinv.unrolled.io.model_for_operator`): another image size is fine for
+        networks of blur, inpainting and denoising, other parameters or another CT geometry raise
+        :class:`ModelMismatchError`. Without it, measurements of another image size are reconstructed by
+        such networks with their operator rebuilt at that size.
     model : nn.Module or path, optional
         A trained unrolled network (or a file for :func:`load_model`). When None, fall back to the classical
         :func:`liftinv.operators.reconstruct`.
@@ -40,13 +43,13 @@ def reconstruct(
     Returns
     -------
     liftinv.operators.ReconstructionResult
-        ``.x`` the reconstruction, ``.method`` (``"unrolled-proxgrad"`` / ``"unrolled-dualfb"`` or the
-        classical method), ``.seconds``.
+        ``.x`` the reconstruction, ``.method`` (``"unrolled-<arch>"``: ``unrolled-proxgrad``,
+        ``unrolled-lpd``, ... or the classical method), ``.seconds``.
 
     Raises
     ------
     ModelMismatchError
-        ``y`` or ``operator`` do not match the model (other operator, other image size).
+        ``y`` or ``operator`` do not match the model (other operator or parameters, another CT geometry).
 
     Examples
     --------
@@ -60,6 +63,9 @@ def reconstruct(
     >>> net = build_model("proxgrad", op, iterations=2)
     >>> reconstruct(y, op, model=net).method
     'unrolled-proxgrad'
+    >>> big = make_operator("blur", 24)  # the same blur at another size: the same weights apply
+    >>> reconstruct(big.A(torch.rand(1, 1, 24, 24)), big, model=net).x.shape
+    torch.Size([1, 1, 24, 24])
     """
     from liftinv.operators import ReconstructionResult
     from liftinv.operators import reconstruct as classical
@@ -78,19 +84,19 @@ def reconstruct(
     if kwargs:
         raise TypeError(f"reconstruct: unexpected keyword arguments for a model: {sorted(kwargs)}")
     if isinstance(model, str | os.PathLike):
-        model = load_model(model, expected_operator=operator)
+        model = load_model(model)
     if not hasattr(model, "lifted_layers") or not hasattr(model, "op"):
         raise TypeError(f"model must be an unrolled network or a model file, got {type(model).__name__}")
-    if operator is not None and hasattr(operator, "describe") and hasattr(model.operator, "describe"):
-        diffs = _operator_differences(dict(model.operator.describe()), dict(operator.describe()))
-        if diffs:
-            raise ModelMismatchError(
-                f"reconstruct: the model was trained for another operator ({'; '.join(diffs)})"
-            )
     if not isinstance(y, Tensor):
         raise TypeError(f"reconstruct: y must be a torch.Tensor, got {type(y).__name__}")
+    if operator is not None:
+        model = model_for_operator(model, operator, name="reconstruct: the model")
+    elif _other_image_size(model, y):  # a convex-prior network of a resizable operator: rebuilt at y's size
+        desc = {**dict(model.operator.describe()), "image_size": list(y.shape[1:])}
+        model = model_for_operator(model, desc, name="reconstruct: the model")
+    check = getattr(model, "check_measurement", None) or model.op.check_measurement
     try:
-        model.op.check_measurement(y)
+        check(y)
     except ValueError as exc:
         raise ModelMismatchError(f"reconstruct: {exc}") from None
     start = time.perf_counter()
@@ -99,4 +105,15 @@ def reconstruct(
     x = model.reconstruct(y.to(dev, dtype)).to(y.device)
     return ReconstructionResult(
         x, [], f"unrolled-{model.arch}", None, model.iterations, True, time.perf_counter() - start
+    )
+
+
+def _other_image_size(model: nn.Module, y: Tensor) -> bool:
+    """Whether ``y`` is a batch of images of another size for a resizable network without its own check."""
+    return (
+        not hasattr(model, "check_measurement")
+        and is_resizable(model)
+        and y.dim() == 4
+        and y.shape[1] == model.measurement_size[0]
+        and tuple(y.shape[1:]) != tuple(model.measurement_size)
     )
