@@ -9,6 +9,7 @@ from liftinv.operators import make_operator
 
 import liftinv
 from liftinv.lifted import Identity, LeakyReLU, NotProximalError, ReLU, lift, state_gradient
+from liftinv.metrics import psnr
 from liftinv.models import ARCHITECTURES, LearnedPrimalDual, UnrolledProxGradCNN, build_model
 from liftinv.training.unrolled import UnrolledLiftedTrainer
 
@@ -22,7 +23,7 @@ OPERATORS = [("tomography", {"angles": 6}), ("blur", {"sigma": 1.0}), ("inpainti
 
 
 def _psnr(x, ref):
-    return float((-10 * torch.log10((x.clamp(0, 1) - ref).pow(2).flatten(1).mean(1))).mean())
+    return float(psnr(x.clamp(0, 1), ref).mean())
 
 
 def _net(arch, name="blur", kw=None, size=10, init="adjoint", perturb=0.0, seed=0, **extra):
@@ -337,3 +338,229 @@ def test_ellipse_stream_splits_across_dataloader_workers(monkeypatch):
     assert torch.equal(next(it), stream[1]) and torch.equal(next(it), stream[3])
     with pytest.raises(ValueError, match="seed"):
         EllipseStream(16, seed=-1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the lifted trainer on DAG-shaped networks (states read by several layers)
+# ---------------------------------------------------------------------------------------------------------
+def _trainer(arch, lambdas, generator, name="tomography", n=4, **opts):
+    net, op = _net(arch, name, size=8, perturb=0.1)
+    y, x = _data(op, n, 8, generator)
+    return UnrolledLiftedTrainer(net, y, x, lambdas=lambdas, **opts), y, x
+
+
+def _depth(arch):
+    """Number of lifted layers of the SMALL networks."""
+    return (
+        6 * SMALL["lpd"]["iterations"] if arch == "lpd" else SMALL[arch]["depth"] * SMALL[arch]["iterations"]
+    )
+
+
+def _random_lambdas(arch, generator):
+    """One lambda per hidden layer, log-uniform in [0.1, 10]."""
+    u = torch.rand(_depth(arch) - 1, generator=generator, dtype=torch.float64)
+    return [float(v) for v in 10 ** (2 * u - 1)]
+
+
+@pytest.mark.parametrize("arch", ["lpd", "proxgrad-cnn"])
+def test_state_steps_use_every_reader_and_never_increase_the_objective_for_any_lambdas(arch, generator):
+    """The state step of state l is ``1 / sum_m lambda_m ||K_{m,l}||^2`` over the layers m reading it (LPD's
+    d and p are read by 3 layers, the prox-grad CNN's iterates by 2), so a sweep is a descent step for any
+    lambdas; the cached sweep (pre-activations and their graphs) is the plain block-coordinate sweep."""
+    from liftinv.lifted.norms import state_map_norms
+
+    lambdas = _random_lambdas(arch, generator)  # 0.1 .. 10
+    tr, y, x = _trainer(arch, lambdas, generator)
+    net = tr.net
+    assert max(len(net.consumers[l]) for l in range(1, tr.K + 1)) >= 2
+    exact = state_map_norms(net, [s.shape[1:] for s in net.init_states(y, x)], {}, iters=300)
+    norms = tr.model.state_map_norms()  # cold: 12 iterations, from below (safe down to half the norm)
+    assert all(0.5 * exact[k] <= norms[k] <= exact[k] * (1 + 1e-9) for k in exact)
+    for _ in range(30):  # warm-started calls converge (the trainer's warm starts: its checkpointed cache)
+        norms = tr.model.state_map_norms(cache=tr._power_cache)
+    assert all(norms[k] == pytest.approx(exact[k], rel=0.02) for k in exact)
+    lips = tr.lipschitz_constants()
+    lam = [1.0] + net.lambdas
+    for l in range(1, tr.K + 1):
+        assert lips[l] == pytest.approx(sum(lam[m] * exact[(m, l)] for m in net.consumers[l]), rel=0.02)
+    # one sweep = the reference block-coordinate sweep (autograd state gradients, same steps)
+    states = net.init_states(y, x)
+    ref = [s.clone() for s in states]
+    for l in tr.sweep_order:
+        g = state_gradient(net, ref, l, x)
+        pen = net.penalties[l - 1]
+        ref[l] = pen.prox_state(ref[l] - g / lips[l], pen.weight / lips[l])
+    tr.state_sweep(states, x)
+    for a, b in zip(states, ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    values = [float(net.objective(states, x)["objective"].detach())]
+    for _ in range(6):
+        tr.state_sweep(states, x)
+        values.append(float(net.objective(states, x)["objective"].detach()))
+    assert all(b <= a + 1e-10 for a, b in zip(values, values[1:])), values
+    assert values[-1] < values[0]
+
+
+@pytest.mark.parametrize("arch", ["lpd", "proxgrad-cnn"])
+def test_weight_gradient_through_the_preactivations_is_the_objective_gradient(arch, generator):
+    tr, y, x = _trainer(arch, 0.7, generator, weight_point="final")
+    assert tr._through_z  # no learnable activation: the gradient is one vector-Jacobian product
+    states = tr.net.init_states(y, x)
+    tr.state_sweep(states, x)
+    anchor = [p.detach() + 0.01 for p in tr.params]
+    tr.tau = 0.5
+    parts, f0, grads = tr._weight_gradient(states, x, anchor, None)
+    full = tr.net.objective(states, x)["objective"]
+    full = full + sum(((p - a) ** 2).sum() for p, a in zip(tr.params, anchor)) / (2 * 0.5)
+    auto = torch.autograd.grad(full, tr.params)
+    assert float(f0) == pytest.approx(float(full.detach()), rel=1e-12)
+    assert parts["objective"] == pytest.approx(
+        float(tr.net.objective(states, x)["objective"].detach()), rel=1e-12
+    )
+    for a, b in zip(grads, auto):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert tr._weight_gradient(states, x, anchor, None, value=False)[0] is None  # Adam needs no value
+
+
+def test_parity_order_on_a_dag_updates_groups_of_states_that_do_not_interact(generator):
+    tr, y, x = _trainer("lpd", 1.0, generator, order="parity")
+    net = tr.net
+    assert sorted(tr.sweep_order) == list(range(1, tr.K + 1))
+
+    def interact(a, b):
+        return any(
+            {a, b} <= set(layer.inputs) | ({m} if m < net.depth else set())
+            for m, layer in enumerate(net.layers, start=1)
+        )
+
+    from liftinv.lifted.steps import independent_groups
+
+    groups = independent_groups(net, range(tr.K, 0, -1))
+    assert [l for g in groups for l in g] == tr.sweep_order and len(groups) >= 3  # not the two parities
+    for g in groups:
+        assert not any(interact(a, b) for a in g for b in g if a != b)
+    states = net.init_states(y, x)
+    values = [float(net.objective(states, x)["objective"].detach())]
+    for _ in range(4):
+        tr.state_sweep(states, x)
+        values.append(float(net.objective(states, x)["objective"].detach()))
+    assert all(b <= a + 1e-10 for a, b in zip(values, values[1:])) and values[-1] < values[0]
+
+
+def test_isgm_records_the_nested_loss_and_bcd_the_lifted_objective(generator):
+    tr, y, x = _trainer("proxgrad-cnn", 1.0, generator, n=4, batch_size=4, inner=2)
+    with torch.no_grad():
+        nested = float(0.5 * (tr.model(y) - x).pow(2).flatten(1).sum(1).mean())
+    record = tr.run_epoch(0, torch.Generator().manual_seed(0))
+    assert record == {
+        "objective": pytest.approx(nested, rel=1e-10),
+        "penalty": 0.0,
+        "data": pytest.approx(nested),
+    }
+    final, _, _ = _trainer("proxgrad-cnn", 1.0, generator, batch_size=4, record="final")
+    parts = final.run_epoch(0, torch.Generator().manual_seed(0))
+    assert parts["penalty"] > 0 and parts["objective"] == pytest.approx(parts["penalty"] + parts["data"])
+    with pytest.raises(ValueError, match="record must be"):
+        _trainer("proxgrad-cnn", 1.0, generator, scheme="bcd", record="forward")
+
+
+def test_fast_leaky_relu_prox_is_the_penalty_prox(generator):
+    from liftinv.lifted.penalties import BregmanPenalty
+    from liftinv.training.unrolled import _prox_state
+
+    v = torch.randn(3, 50, generator=generator, dtype=torch.float64)
+    for slope in (0.1, 0.5, 1.0):
+        pen = BregmanPenalty(LeakyReLU(slope), 0.7)
+        for mu in (0.01, 1.0, 30.0):
+            torch.testing.assert_close(_prox_state(pen, v.clone(), mu), pen.prox_state(v, mu))
+
+
+def test_a_state_map_of_norm_zero_recovers_when_it_changes():
+    """Proximal-gradient CNN on denoising with ``tau = 1``: the map ``x_k -> x_k - tau (x_k - y)`` is 0, so its
+    estimated norm is 0; once ``tau`` moves, the warm-started estimate finds the new norm."""
+    net = UnrolledProxGradCNN(make_operator("denoising", 8), iterations=2, depth=2, width=3).double()
+    layers = net.lifted_layers(0)
+    m = next(i for i, la in enumerate(layers, start=1) if la.inputs == (2, 0))  # iteration 2 reads x_1 and y
+    assert net.state_map_norms()[(m, 2)] == pytest.approx(0.0, abs=1e-20)
+    with torch.no_grad():
+        net.steps[1].fill_(0.5)  # (1 - tau) I = I / 2 before the first conv
+        conv = net.cnn(1)[0]
+        K = torch.autograd.functional.jacobian(
+            lambda v: torch.nn.functional.conv2d(0.5 * v, conv.weight, padding=1),
+            torch.zeros(1, 1, 8, 8, dtype=torch.float64),
+        ).reshape(3 * 64, 64)
+    exact = float(torch.linalg.matrix_norm(K, ord=2)) ** 2
+    for _ in range(20):
+        est = net.state_map_norms()[(m, 2)]
+    assert est == pytest.approx(1.05 * exact, rel=1e-3)
+
+
+@pytest.mark.parametrize("arch", ["lpd", "proxgrad-cnn"])
+def test_sweep_point_weight_gradient_takes_each_layer_where_the_sweep_updated_its_state(arch, generator):
+    """``weight_point="sweep"`` (Adam's default): layer m's gradient at its state after the sweep and its
+    inputs as they were when the top-down sweep updated that state, i.e. before the sweep (no recomputed
+    pre-activation). This is the lifted gradient that is close to back-propagation's (DESIGN §4)."""
+    tr, y, x = _trainer(arch, [0.5 + 0.1 * i for i in range(_depth(arch) - 1)], generator)
+    assert tr.weight_point == "sweep"
+    net = tr.net
+    states = net.init_states(y, x)
+    before = [s.clone() for s in states]
+    pre = tr.state_sweep(states, x)
+    assert set(pre.at_update) == set(range(1, net.depth + 1))
+    _, _, grads = tr._weight_gradient(states, x, None, pre, value=False)
+    terms = [
+        net.layer_terms(m, states, x, z=net.preactivation(m, before)).mean() for m in range(1, net.depth + 1)
+    ]
+    auto = torch.autograd.grad(sum(terms), tr.params)
+    for a, b in zip(grads, auto):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="weight_point"):
+        _trainer(arch, 1.0, generator, weight_update="gd", weight_point="sweep")
+
+
+def test_frozen_preactivations_propagate_targets_from_the_forward_pass(generator):
+    """``frozen_preactivations=True``: every state step sees the layers' pre-activations at the states the
+    round started from (the others as if they had not moved), not at the current states."""
+    tr, y, x = _trainer("lpd", 0.8, generator, frozen_preactivations=True)
+    net = tr.net
+    start = net.init_states(y, x)
+    states, ref = [s.clone() for s in start], [s.clone() for s in start]
+    lips = tr.lipschitz_constants()
+    for l in tr.sweep_order:
+        xl = start[l].clone().requires_grad_(True)
+        total = 0.0
+        for m in net.consumers[l]:
+            layer = net.layers[m - 1]
+            z = layer(*[xl if j == l else start[j] for j in layer.inputs])
+            total = total + net.layer_terms(m, ref, x, z=z).sum()
+        (g,) = torch.autograd.grad(total, xl)
+        pen = net.penalties[l - 1]
+        g = g - pen.weight * net.preactivation(l, start).detach()
+        ref[l] = pen.prox_state(ref[l] - g / lips[l], pen.weight / lips[l]).detach()
+    tr.state_sweep(states, x)
+    for a, b in zip(states, ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    for bad in ({"weight_update": "gd"}, {"backtrack": True}, {"frozen_preactivations": 1}):
+        with pytest.raises(ValueError, match="frozen_preactivations"):
+            _trainer("lpd", 0.8, generator, **{"frozen_preactivations": True, **bad})
+
+
+@pytest.mark.parametrize("arch", ["lpd", "proxgrad-cnn"])
+def test_lifted_training_resumes_to_the_same_weights(arch, tmp_path, generator):
+    """The trainer's checkpoint holds the power-iteration warm starts and the state step constants in use,
+    so an interrupted run (estimated norms, refreshed every ``lipschitz_every`` weight steps) resumes exactly."""
+    op = make_operator("denoising", 8)
+    x = ellipse_set(12, 8, seed=1)
+    y = x + 0.1 * torch.randn(x.shape, generator=generator)
+
+    def run(epochs, checkpoint=None):
+        net = build_model(arch, op, **SMALL[arch])
+        opts = dict(batch_size=4, lr=1e-2, lipschitz_every=2, seed=3, progress=False)
+        liftinv.fit(net, (y, x), method="bregman-isgm", epochs=epochs, checkpoint=checkpoint, **opts)
+        return net
+
+    straight = run(3)
+    run(1, tmp_path / "ck.pt")
+    resumed = run(3, tmp_path / "ck.pt")
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)

@@ -335,3 +335,111 @@ def test_norm_helpers_agree_with_exact_norms():
         lin.weight.copy_(A)
     jac = jacobian_norm_sq(lin, torch.randn(2, 9, generator=g, dtype=torch.float64), g, iters=300)
     assert jac == pytest.approx(float(torch.linalg.matrix_norm(A, ord=2)) ** 2, rel=1e-8)
+
+
+def test_power_iteration_never_returns_a_zero_warm_start():
+    """A map of norm 0 (e.g. ``(1 - tau) I`` at ``tau = 1``) gives the estimate 0, and the returned vector is
+    not zero, so a warm start from it still finds the norm once the map changes; a zero start is re-seeded."""
+    from liftinv.lifted.norms import power_iteration
+
+    D = torch.tensor([1.0, 3.0, 2.0], dtype=torch.float64)
+    v0 = torch.ones(3, dtype=torch.float64)
+    est, v = power_iteration(lambda v: 0.0 * v, v0, 5)
+    assert est == 0.0 and float(v.norm()) > 0
+    assert power_iteration(lambda v: D * v, v, 60)[0] == pytest.approx(3.0, rel=1e-8)
+    est0, v = power_iteration(lambda v: D * v, torch.zeros(3, dtype=torch.float64), 60)
+    assert est0 == pytest.approx(3.0, rel=1e-8) and float(v.norm()) > 0
+    # batched: only the zero samples are kept / re-seeded
+    B = torch.tensor([[1.0, 2.0, 0.5], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    est_b, vb = power_iteration(lambda v: B * v, torch.ones(2, 3, dtype=torch.float64), 100, batched=True)
+    assert est_b.tolist() == pytest.approx([2.0, 0.0]) and bool((vb.norm(dim=1) > 0).all())
+    start = torch.stack([torch.ones(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)])
+    est_s, _ = power_iteration(lambda v: D * v, start, 100, batched=True)
+    assert est_s.tolist() == pytest.approx([3.0, 3.0])
+    # dict vectors (blocks of one vector)
+    est_d, vd = power_iteration(lambda v: {"a": 0.0 * v["a"]}, {"a": torch.ones(2)}, 3)
+    assert est_d == 0.0 and float(vd["a"].norm()) > 0
+
+
+def test_lipschitz_state_restarts_cold_from_a_zero_cached_vector():
+    from liftinv.lifted.norms import lipschitz_state
+
+    torch.manual_seed(0)
+    # (Flatten + Linear: a layer whose norm is estimated by the power iteration, not computed exactly)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).double()
+    net = lift(model)
+    states = net.init_states(torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64))
+    exact = float(torch.linalg.matrix_norm(model[1].weight.detach(), ord=2)) ** 2
+    cache = {("state", 0, 1): torch.zeros(1, 4, dtype=torch.float64)}  # e.g. left by older code
+    assert lipschitz_state(net, states, 0, cache, iters=200) == pytest.approx(1.05 * exact, rel=1e-6)
+
+
+def test_state_map_norms_are_the_norms_of_each_input_of_each_layer():
+    """``state_map_norms``: 1.05 ||K_{m,l}||^2 per (layer, input state), all inputs of a layer in one batch."""
+    from liftinv.lifted.network import LiftedLayer, LiftedNetwork
+    from liftinv.lifted.norms import state_map_norms
+
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    Bm = torch.randn(5, 3, generator=g, dtype=torch.float64)
+
+    class TwoInputs(nn.Module):  # z = A a + B b + 1 (affine)
+        def forward(self, a, b):
+            return a @ A.T + b @ Bm.T + 1.0
+
+    lin = nn.Linear(4, 3).double()
+    net = LiftedNetwork(
+        [
+            LiftedLayer(nn.Linear(2, 4).double(), nn.ReLU(), inputs=(0,)),
+            LiftedLayer(lin, nn.ReLU(), inputs=(1,)),
+            LiftedLayer(TwoInputs(), nn.Identity(), inputs=(1, 2)),
+        ]
+    )
+    cache: dict = {}
+    norms = state_map_norms(net, [(2,), (4,), (3,), (5,)], cache, iters=300)
+    assert set(norms) == {(2, 1), (3, 1), (3, 2)}  # the input state 0 is not a state block
+
+    def sq(M):
+        return float(torch.linalg.matrix_norm(M, ord=2)) ** 2
+
+    for key, M in {(2, 1): lin.weight.detach(), (3, 1): A, (3, 2): Bm}.items():
+        assert norms[key] == pytest.approx(1.05 * sq(M), rel=1e-8)
+    # warm starts from the cache: one more iteration is as good
+    warm = state_map_norms(net, [(2,), (4,), (3,), (5,)], cache, warm_iters=1)
+    assert warm == pytest.approx(norms, rel=1e-8)
+    # a map of norm 0 gives 0 and recovers once it changes (the warm-start vector is never zero)
+    with torch.no_grad():
+        lin.weight.zero_()
+    assert state_map_norms(net, [(2,), (4,), (3,), (5,)], cache, layers=[2])[(2, 1)] == 0.0
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(3, 4, generator=g, dtype=torch.float64))
+    for _ in range(60):
+        est = state_map_norms(net, [(2,), (4,), (3,), (5,)], cache, layers=[2])[(2, 1)]
+    assert est == pytest.approx(1.05 * sq(lin.weight.detach()), rel=1e-6)
+
+
+def test_independent_groups_generalise_the_parities_to_networks_with_skips():
+    from liftinv.lifted.steps import independent_groups
+
+    model, _ = _models()["mlp"]
+    chain = lift(model)
+    levels = list(range(chain.depth - 1, 0, -1))
+    assert independent_groups(chain, levels) == [levels[0::2], levels[1::2]]  # the two parities
+    resnet = lift(_models()["resnet"][0])
+    levels = list(range(resnet.depth - 1, 0, -1))
+    groups = independent_groups(resnet, levels)
+    assert sorted(l for g in groups for l in g) == sorted(levels)
+
+    def interact(a, b):  # in one term: a layer's output and one of its inputs, or two inputs of a layer
+        for m, layer in enumerate(resnet.layers, start=1):
+            term = set(layer.inputs) | ({m} if m < resnet.depth else set())
+            if a in term and b in term:
+                return True
+        return False
+
+    for g in groups:
+        assert not any(interact(a, b) for a in g for b in g if a != b)
+    # the skip connections make the index parities interact: the parity sweep needs more groups
+    assert len(groups) > 2 and any(
+        interact(a, b) for a in levels for b in levels if (a - b) % 2 == 0 and a != b
+    )

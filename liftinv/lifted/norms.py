@@ -24,6 +24,7 @@ from liftinv.lifted.network import _PARAM_FREE_LINEAR, LiftedLayer, LiftedNetwor
 __all__ = [
     "power_iteration",
     "lipschitz_state",
+    "state_map_norms",
     "param_map_norm_sq",
     "exact_sq_norm",
     "power_sq_norm",
@@ -53,6 +54,33 @@ def _dot(v: Vector, w: Vector, batched: bool) -> Tensor:
     if batched:
         return (w * v).reshape(v.shape[0], -1).sum(1)
     return (w * v).sum()
+
+
+def _zero_mask(v: Vector, batched: bool) -> Tensor:
+    """Where ``v`` is zero: one flag (a flag per sample, broadcastable against ``v``, when ``batched``)."""
+    return _norm(v, batched) == 0
+
+
+def _reseed_zero(v: Vector, batched: bool) -> Vector:
+    """``v``, with a zero vector (or zero samples when ``batched``) replaced by a fixed-seed random one."""
+    zero = _zero_mask(v, batched)
+    if not bool(zero.any()):
+        return v
+    gen = torch.Generator().manual_seed(20240611)
+
+    def draw(t: Tensor) -> Tensor:
+        return torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device)
+
+    if isinstance(v, dict):
+        return {n: draw(t) for n, t in v.items()}
+    return torch.where(zero, draw(v), v)
+
+
+def _keep_if_zero(w: Vector, v: Vector, batched: bool) -> Vector:
+    """``w = M v``, except where it is zero: there the (normalised) ``v``, so no warm start is ever zero."""
+    if isinstance(w, dict):
+        return v if bool(_zero_mask(w, batched)) else w
+    return torch.where(_zero_mask(w, batched), v, w)  # (no host sync: GPU-friendly)
 
 
 def power_iteration(
@@ -96,7 +124,10 @@ def power_iteration(
     estimate : float or Tensor
         The last Rayleigh quotient ``<v, M v>`` with ``||v|| = 1``; a tensor ``[B]`` when ``batched``.
     v : Tensor or dict of Tensor
-        The last ``M v`` (not normalised): the warm start of the next call.
+        The last ``M v`` (not normalised): the warm start of the next call. Never zero: where ``M v = 0``
+        (a map of norm 0, e.g. a residual ``(1 - tau) I`` at ``tau = 1``) it is the last normalised ``v``,
+        so the map can still be estimated once it changes; a zero start vector ``v0`` is re-seeded with a
+        fixed-seed random vector (per sample when ``batched``).
 
     Examples
     --------
@@ -117,13 +148,14 @@ def power_iteration(
     """
     if iters < 1:
         raise ValueError(f"power_iteration: iters must be >= 1, got {iters}")
-    v = v0
+    v = _reseed_zero(v0, batched)
     estimate, previous = None, 0.0
     for _ in range(iters):
         nrm = _norm(v, batched).clamp(min=1e-30)
         v = {n: t / nrm for n, t in v.items()} if isinstance(v, dict) else v / nrm
         out = apply_gram(v)
         w, estimate = out if isinstance(out, tuple) else (out, _dot(v, out, batched))
+        w = _keep_if_zero(w, v, batched)
         if tol is not None:
             current = estimate if batched else float(estimate)
             if batched:
@@ -165,8 +197,8 @@ def lipschitz_state(net: LiftedNetwork, states, l: int, cache: dict | None, iter
                 return w.detach()
 
             v = cache.get(key) if cache is not None else None
-            if v is None or v.shape != x1.shape:
-                v = torch.randn_like(x1)
+            if v is None or v.shape != x1.shape or not bool(v.abs().max() > 0):
+                v = torch.randn_like(x1)  # cold start (a zero vector cannot warm-start)
             else:
                 # warm start: the previous vector is already close (backtracking keeps it safe); as before,
                 # the remaining consumers of this call also get 3 iterations
@@ -183,6 +215,114 @@ def lipschitz_state(net: LiftedNetwork, states, l: int, cache: dict | None, iter
     if pen is not None and not pen.convex_in_state:
         total += pen.weight
     return max(total, 1e-12)
+
+
+def state_map_norms(
+    net: LiftedNetwork,
+    shapes: Sequence[Sequence[int]],
+    cache: dict | None,
+    *,
+    layers: Sequence[int] | None = None,
+    iters: int = 12,
+    warm_iters: int = 3,
+    seed: int = 0,
+    like: Tensor | None = None,
+) -> dict[tuple[int, int], float]:
+    """``1.05 ||K_{m,l}||^2`` for every layer m and every hidden state l (``l >= 1``) that it reads.
+
+    ``K_{m,l}`` is the linear part of layer m's affine pre-activation in state l. The state step of lifted
+    training on state l needs ``L_l = sum_m lambda_m ||K_{m,l}||^2`` over the layers m reading l (the
+    Lipschitz constant of the smooth part's gradient in x_l, for any lambdas). One power iteration per
+    layer estimates all of its inputs at once: a batch whose sample 0 is all zeros (the affine offset) and
+    whose sample i carries the i-th input's vector, the others zero (so a layer with three inputs costs one
+    forward and one backward on 4 samples of size 1, whatever the mini-batch).
+
+    Parameters
+    ----------
+    net : LiftedNetwork
+        Its layers must be affine in their inputs (every lifted layer is).
+    shapes : sequence of shapes
+        ``shapes[j]``: the shape of one sample of state j (e.g. ``states[j].shape[1:]``).
+    cache : dict, optional
+        Warm starts, keyed ``("state-maps", m)``: a cold start (seeded random vectors, ``iters`` iterations)
+        when absent or of another shape, else ``warm_iters`` iterations from the cached vectors (Rayleigh
+        quotients approach the norm from below; the 1.05 factor covers the lag of a warm start while the
+        weights move slowly, and a forward-backward state step still descends with up to twice the safe
+        step ``1/L``).
+    layers : sequence of int, optional
+        Only these layers (default: all).
+    iters, warm_iters : int
+        Power iterations of a cold and a warm start.
+    seed : int
+        Seed of the cold starts (a private generator: the global random state is left alone).
+    like : Tensor, optional
+        Device and dtype of the vectors (default: the first parameter of ``net``, else float32 on the CPU).
+
+    Returns
+    -------
+    dict
+        ``{(m, l): 1.05 ||K_{m,l}||^2}``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from liftinv.lifted.network import LiftedLayer
+    >>> class TwoInputs(nn.Module):  # z = 2 a + 3 b
+    ...     def forward(self, a, b):
+    ...         return 2 * a + 3 * b
+    >>> net = LiftedNetwork([LiftedLayer(nn.Identity(), nn.ReLU(), inputs=(0,)),
+    ...                      LiftedLayer(nn.Identity(), nn.ReLU(), inputs=(1,)),
+    ...                      LiftedLayer(TwoInputs(), nn.Identity(), inputs=(1, 2))])
+    >>> norms = state_map_norms(net, [(4,)] * 4, {})
+    >>> {k: round(v / 1.05, 6) for k, v in sorted(norms.items())}
+    {(2, 1): 1.0, (3, 1): 4.0, (3, 2): 9.0}
+    """
+    if like is None:
+        like = next(iter(net.parameters()), torch.zeros(()))
+    opts = {"device": like.device, "dtype": like.dtype}
+    out: dict[tuple[int, int], float] = {}
+    for m in layers if layers is not None else range(1, net.depth + 1):
+        layer = net.layers[m - 1]
+        free = [p for p, j in enumerate(layer.inputs) if j >= 1]
+        if not free:
+            continue
+        shape = [tuple(shapes[j]) for j in layer.inputs]
+        sizes = [math.prod(shape[p]) for p in free]
+        n = max(sizes)
+        v = cache.get(("state-maps", m)) if cache is not None else None
+        its = warm_iters
+        if v is None or v.shape != (len(free), n) or v.dtype != opts["dtype"] or v.device != opts["device"]:
+            gen = torch.Generator().manual_seed(int(seed) * 1009 + m)
+            v = torch.randn(len(free), n, generator=gen, dtype=opts["dtype"]).to(opts["device"])
+            its = iters
+        mask = torch.zeros(len(free), n, **opts)
+        for i, size in enumerate(sizes):
+            mask[i, :size] = 1.0  # padding of the smaller inputs stays zero
+        v = v * mask
+
+        def gram(v, layer=layer, free=free, shape=shape, sizes=sizes):
+            """Per input i: ``(K_i^T K_i v_i, ||K_i v_i||^2)``, all inputs in one batch."""
+            vv = v.detach().requires_grad_(True)
+            B = len(free) + 1
+            ins = []
+            for p, s in enumerate(shape):
+                rows = [torch.zeros(1, *s, **opts) for _ in range(B)]
+                if p in free:
+                    i = free.index(p)
+                    rows[i + 1] = vv[i, : sizes[i]].reshape(1, *s)
+                ins.append(torch.cat(rows))
+            z = layer(*ins)
+            kv = z[1:] - z[:1]
+            (w,) = torch.autograd.grad(kv, vv, grad_outputs=kv.detach())
+            return w.detach(), kv.detach().reshape(len(free), -1).pow(2).sum(1)
+
+        with torch.enable_grad():
+            est, v = power_iteration(gram, v, its, batched=True)
+        if cache is not None:
+            cache[("state-maps", m)] = v
+        for i, p in enumerate(free):
+            out[(m, layer.inputs[p])] = 1.05 * float(est[i])
+    return out
 
 
 def param_map_norm_sq(

@@ -28,6 +28,7 @@ __all__ = [
     "weight_blocks",
     "block_objective",
     "free_states",
+    "independent_groups",
     "layer_parameters",
 ]
 
@@ -127,19 +128,54 @@ def free_states(net: LiftedNetwork) -> list[int]:
     return list(range(1, top + 1))
 
 
+def independent_groups(net: LiftedNetwork, levels: Sequence[int]) -> list[list[int]]:
+    """The state blocks ``levels`` split into groups of blocks that do not interact (a graph colouring).
+
+    Two states interact when one term of the lifted objective contains both: layer m's penalty couples
+    ``x_m`` with every state it reads, and the states read by one layer with each other (also through the
+    data term of a fixed last layer). States of one group can be updated in any order, or in parallel,
+    with the same result. Greedy colouring in the order of ``levels`` (each block gets the first group
+    holding none of its neighbours): for a chain read top-down these are the two parities.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from liftinv.lifted.network import lift
+    >>> chain = lift(nn.Sequential(*[nn.Linear(2, 2), nn.ReLU()] * 4, nn.Linear(2, 2)))
+    >>> independent_groups(chain, [4, 3, 2, 1])
+    [[4, 2], [3, 1]]
+    """
+    levels = list(levels)
+    wanted = set(levels)
+    near: dict[int, set[int]] = {l: set() for l in levels}
+    for m, layer in enumerate(net.layers, start=1):
+        term = [j for j in layer.inputs if j in wanted] + ([m] if m in wanted else [])
+        for a in term:
+            near[a].update(b for b in term if b != a)
+    groups: list[list[int]] = []
+    for l in levels:
+        for g in groups:
+            if not near[l].intersection(g):
+                g.append(l)
+                break
+        else:
+            groups.append([l])
+    return groups
+
+
 def state_sweep(
     net: LiftedNetwork, states: list[Tensor], y=None, order: str = "top-down", cache: dict | None = None
 ) -> None:
     """Update every free state block once, in place.
 
     ``order="top-down"`` (last hidden layer first, so the targets reach the states in the first sweep;
-    a bottom-up sweep from forward states is a fixed point) or ``"parity"`` (the states of one parity,
-    which do not interact in a chain, then the other parity; each group top-down).
+    a bottom-up sweep from forward states is a fixed point) or ``"parity"`` (groups of states that do not
+    interact, :func:`independent_groups`, one after the other, each top-down: the two parities for a
+    chain; for networks with skip connections, e.g. residual blocks, more groups).
     """
     idx = free_states(net)[::-1]
     if order == "parity":
-        top = idx[0] if idx else 0
-        idx = [l for l in idx if (top - l) % 2 == 0] + [l for l in idx if (top - l) % 2 == 1]
+        idx = [l for group in independent_groups(net, idx) for l in group]
     elif order != "top-down":
         raise ValueError(f"order must be 'top-down' or 'parity', got {order!r}")
     for l in idx:

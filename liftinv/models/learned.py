@@ -20,7 +20,6 @@ size's ``||A||``); for tomography another geometry raises a ``ValueError`` namin
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -29,7 +28,7 @@ from torch import Tensor, nn
 
 from liftinv.lifted.activations import Identity, LeakyReLU, ReLU
 from liftinv.lifted.network import LiftedLayer, lift
-from liftinv.lifted.norms import lipschitz_state
+from liftinv.lifted.norms import state_map_norms
 from liftinv.models.operator_adapter import OperatorAdapter
 
 __all__ = ["LearnedPrimalDual", "UnrolledProxGradCNN", "LEARNED_ARCHITECTURES", "LEARNED_INITS"]
@@ -91,7 +90,7 @@ class _LearnedUnrolled(nn.Module):
         self.image_size = self.op.image_size
         self._config: dict[str, Any] = {}
         self._adapters: dict[tuple[int, int], OperatorAdapter] = {}  # the operator at other image sizes
-        self._lipschitz: tuple | None = None  # (lifted network, zero states, power-iteration cache)
+        self._lipschitz: tuple | None = None  # (lifted network, state shapes, power-iteration cache)
         self._scale: float | None = None
 
     # -- description ----------------------------------------------------------------------------------------
@@ -241,37 +240,34 @@ class _LearnedUnrolled(nn.Module):
         finally:
             self.train(was)
 
-    def state_lipschitz(self, k: int) -> float:
-        """``sum_m ||K_{m,k}||^2`` over the layers m reading hidden state k (``1 <= k < len(lifted_layers(0))``).
+    def state_map_norms(self, warm_iters: int = 3, layers=None, cache=None) -> dict[tuple[int, int], float]:
+        """``{(m, k): 1.05 ||K_{m,k}||^2}``: ``K_{m,k}`` the linear part of lifted layer m in hidden state k.
 
-        ``K_{m,k}`` is the linear part of layer m's affine map in state k (filters, ``A_n``, ``A_n^T``): the
-        Lipschitz constant of the state gradient with unit ``lambda`` (the unrolled trainer multiplies it by
-        the next layer's weight). Estimated at the build size by :func:`liftinv.lifted.norms.lipschitz_state`
-        (power iteration: 12 steps cold, then 3 warm-started steps per call, times 1.05).
+        (Filters, ``A_n``, ``A_n^T``, identity skips.) Estimated at the build size by
+        :func:`liftinv.lifted.norms.state_map_norms` (power iteration: 12 steps cold, then ``warm_iters``
+        warm-started steps per call; private seeded random starts; ``cache``: a dict of warm starts, default
+        the network's own). The lifted trainers take the state step of state k from
+        ``sum_m lambda_m ||K_{m,k}||^2`` (:mod:`liftinv.training.unrolled`).
         """
         if self._lipschitz is None:
             net = lift(self, last="fixed", lambdas=1.0)
             p = next(self.parameters())
             y0 = torch.zeros(1, *self.measurement_size, device=p.device, dtype=p.dtype)
             with torch.no_grad():
-                states = [s.detach() for s in net.forward_states(y0)]
-            self._lipschitz = (net, states, {})
-        net, states, cache = self._lipschitz
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < net.depth:
-            raise ValueError(f"k must be a hidden state index in 1..{net.depth - 1}, got {k!r}")
-        dev, cuda = states[0].device, states[0].is_cuda
-        # a cold start draws a random vector: from a private seeded stream (the caller's RNG is left alone)
-        with (
-            torch.random.fork_rng(devices=[dev] if cuda else []),
-            torch.cuda.device(dev) if cuda else nullcontext(),
-        ):
-            (torch.cuda.manual_seed if cuda else torch.default_generator.manual_seed)(self.seed)
-            value = lipschitz_state(net, states, k, cache)
-        for m in net.consumers[k]:  # a zero vector (map of norm 0) cannot warm-start: restart cold next time
-            v = cache.get(("state", k, m))
-            if v is not None and not float(v.abs().max()) > 0:
-                del cache[("state", k, m)]
-        return value
+                shapes = [s.shape[1:] for s in net.forward_states(y0)]
+            self._lipschitz = (net, shapes, {})
+        net, shapes, own = self._lipschitz
+        cache = own if cache is None else cache
+        return state_map_norms(net, shapes, cache, layers=layers, warm_iters=warm_iters, seed=self.seed)
+
+    def state_lipschitz(self, k: int) -> float:
+        """``sum_m ||K_{m,k}||^2`` over the layers m reading hidden state k (``1 <= k < len(lifted_layers(0))``),
+        from :meth:`state_map_norms`: the Lipschitz constant of the state gradient when every lambda is 1."""
+        depth = len(self.lifted_layers(0))
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < depth:
+            raise ValueError(f"k must be a hidden state index in 1..{depth - 1}, got {k!r}")
+        readers = [m for m, layer in enumerate(self.lifted_layers(0), start=1) if k in layer.inputs]
+        return sum(v for (m, j), v in self.state_map_norms(layers=readers).items() if j == k)
 
 
 class _Layer(nn.Module):
