@@ -587,7 +587,7 @@ class ValTracker:
         self.best_path = best_path
         self.best, self.best_epoch, self.epoch = -math.inf, 0, 0
         if best_path.is_file():
-            d = torch.load(best_path, map_location="cpu", weights_only=False)
+            d = torch.load(best_path, map_location="cpu", weights_only=True)
             self.best, self.best_epoch = float(d["val_psnr"]), int(d["epoch"])
 
     def psnr(self, model: nn.Module) -> float:
@@ -703,7 +703,7 @@ def train_row(spec: RowSpec, setup: Setup, ctx: Ctx) -> tuple[nn.Module, dict]:
     if done.is_file():
         info = json.loads(done.read_text())
         model = spec.make()
-        best = torch.load(ctx.ckpt_dir / info["best_file"], map_location="cpu", weights_only=False)
+        best = torch.load(ctx.ckpt_dir / info["best_file"], map_location="cpu", weights_only=True)
         model.load_state_dict(best["state"])
         log(f"    {spec.label}: finished earlier (checkpoint {done}), skipping training")
         return model.to(ctx.device), info
@@ -749,7 +749,7 @@ def train_row(spec: RowSpec, setup: Setup, ctx: Ctx) -> tuple[nn.Module, dict]:
             for r in hist
         ]
     if best_path.is_file():
-        best = torch.load(best_path, map_location="cpu", weights_only=False)
+        best = torch.load(best_path, map_location="cpu", weights_only=True)
         model.load_state_dict(best["state"])
     epochs = curve[-1]["epoch"]
     info = {
@@ -1287,7 +1287,7 @@ def long_ct(args, device) -> int:
     record["best"] = {"epoch": tracker.best_epoch, "val_psnr": tracker.best}
     log_path.write_text(json.dumps(record, indent=1))
     if best_path.is_file():
-        model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False)["state"])
+        model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["state"])
     summary, _ = evaluate(lambda y, op_: _predict(model, y), setup)
     tv_path = d / "tv.json"
     if tv_path.is_file():
