@@ -177,7 +177,7 @@ CT_MODES: dict[str, dict[str, Any]] = {
         n_val=32,
         n_test=64,
         batch=8,
-        steps_per_epoch=50,
+        steps_per_epoch=100,
         pool=16384,
         bcd_pool=256,
         lpd=dict(iterations=10, width=32),
