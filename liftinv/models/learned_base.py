@@ -214,6 +214,26 @@ class _LearnedUnrolled(nn.Module):
         alpha = self.init_alpha / self.op_scale**2
         return ad.tikhonov(y, alpha) if self.init == "tikhonov" else ad.smooth(y, alpha)
 
+    @torch.no_grad()
+    def initial_image(self, y: Tensor) -> Tensor:
+        """The image the network starts from (``init``; zeros for ``"zero"``), at the size of ``y``.
+
+        Examples
+        --------
+        >>> from liftinv.models import UnrolledProxGradCNN
+        >>> from liftinv.operators import make_operator
+        >>> net = UnrolledProxGradCNN(make_operator("inpainting", 16), iterations=1, depth=2, width=4,
+        ...                           init="smooth")
+        >>> net.initial_image(torch.rand(1, 1, 20, 20)).shape
+        torch.Size([1, 1, 20, 20])
+        """
+        self.check_measurement(y)
+        x0 = self._x0(y)
+        if x0 is None:
+            size = self._adapter_for_measurement(y.shape[-2:]).image_size
+            return torch.zeros(y.shape[0], *size, dtype=y.dtype, device=y.device)
+        return x0
+
     # -- API shared with the convex-prior networks ----------------------------------------------------------
     def with_operator(self, operator, image_size=None):
         """The same network (configuration, a copy of the weights) for another operator: any size for
