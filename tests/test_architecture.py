@@ -17,6 +17,7 @@ SOURCES = {"liftinv": "liftinv", "operators": "liftinv.operators", "datasets": "
 #: room -> rank; a module may import modules of its own room or of rooms with a lower rank
 RANKS = {
     "liftinv.metrics": 0,
+    "liftinv.files": 0,
     "liftinv.lifted": 1,
     "liftinv.operators": 2,
     "liftinv.datasets": 3,

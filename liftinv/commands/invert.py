@@ -18,12 +18,13 @@ and writes a figure: truth | output f | reconstruction.
   ``--image-size`` -> ``--features``), test image Shepp-Logan (``--image``: ``shepp-logan``, ``phantom``);
 * ``autoencoder``: the encoder of the convolutional autoencoder of :func:`liftinv.inversion.recipes.autoencoder`
   (trained on first use, ~30 s, cached in ``--cache``), test image a held-out digit (``--image`` = its index);
-* ``PATH``: a file written by ``torch.save(model)`` (a whole ``nn.Module``), a dict holding a module
-  under ``"model"``, or an autoencoder cache written by ``liftinv.inversion.recipes.autoencoder(path=...)`` (its encoder
-  is inverted). A liftinv *training* checkpoint holds only a ``state_dict`` and cannot be inverted without its
-  architecture: save the trained module with ``torch.save(model, PATH)``. The per-sample input shape comes from
-  the module's ``input_shape`` attribute, a first ``nn.Linear`` layer, or ``--input-shape C,H,W``; the test
-  image is Shepp-Logan resized to it. Files are unpickled (``weights_only=False``): load trusted files only.
+* ``PATH``: weights plus a plain configuration, read with ``torch.load(weights_only=True)``: the ``model.pt``
+  of ``liftinv train-classifier`` (the classifier is rebuilt from its configuration), a model file of
+  ``liftinv train`` (an unrolled network), or an autoencoder cache written by
+  ``liftinv.inversion.recipes.autoencoder(path=...)`` (its encoder is inverted). A pickled ``nn.Module``
+  (``torch.save(model)``) needs code to load and is refused in one line before any of it runs. The per-sample
+  input shape comes from the file's configuration, a first ``nn.Linear`` layer, or ``--input-shape C,H,W``;
+  the test image is Shepp-Logan resized to it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import tempfile
 from typing import Any
 
 MODELS = ("perceptron", "autoencoder")
@@ -63,7 +63,9 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--model", default="perceptron", help="perceptron | autoencoder | PATH (torch.save(model) file)"
+        "--model",
+        default="perceptron",
+        help="perceptron | autoencoder | PATH (model.pt of train-classifier, model file of train, autoencoder cache)",
     )
     parser.add_argument(
         "--noise", type=float, default=0.02, help="relative noise level delta (f += delta ||f|| e/||e||)"
@@ -104,8 +106,9 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--cache",
-        default=os.path.join(tempfile.gettempdir(), "liftinv-autoencoder-seed0.pt"),
-        help="autoencoder cache file",
+        default=None,
+        help="autoencoder cache file (default: autoencoder-seed<SEED>.pt in the user cache folder, "
+        "$XDG_CACHE_HOME/liftinv or ~/.cache/liftinv)",
     )
     parser.add_argument("--out", default="inversion.png", help="output figure (png, pdf, svg); '' for none")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -126,14 +129,21 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+#: configuration keys of a ``liftinv train-classifier`` model file (``model.pt``)
+CLASSIFIER_KEYS = {"arch", "activation", "hidden", "input_shape", "n_classes"}
+
+
 def load_model(path: str):
-    """Load a network to invert from ``path`` (see the module docstring for the accepted files).
+    """Load a network to invert from ``path``: weights plus a plain configuration, never pickled code.
 
     Parameters
     ----------
     path : str
-        A ``torch.save(model)`` file, a dict with an ``nn.Module`` under ``"model"``, or an autoencoder
-        cache written by :func:`liftinv.inversion.recipes.autoencoder`.
+        ``model.pt`` written by ``liftinv train-classifier`` (``{"state_dict", "config"}``; the classifier is
+        rebuilt from its configuration), an autoencoder cache written by
+        :func:`liftinv.inversion.recipes.autoencoder` (its encoder is inverted), or a model file written by
+        ``liftinv train`` / :func:`liftinv.unrolled.save_model` (an unrolled network; its input is the
+        measurement).
 
     Returns
     -------
@@ -146,37 +156,45 @@ def load_model(path: str):
     ------
     FileNotFoundError
         When ``path`` does not exist.
+    liftinv.files.UnsafeFileError
+        (a ``ValueError``, one line) when the file is not a weights-only torch file: a pickled ``nn.Module``
+        or any other object that needs code to load is refused before any of it runs.
     InvertError
-        When the file is not a torch file or holds no module (e.g. only a ``state_dict``).
+        When the file holds none of the accepted formats (e.g. a bare ``state_dict``).
     """
-    import torch
-    from torch import nn
+    from liftinv.files import load_torch_file
+    from liftinv.inversion.recipes import Autoencoder, is_autoencoder_cache
+    from liftinv.unrolled.io import FORMAT
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--model {path!r}: no such file (and not one of {', '.join(MODELS)})")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is reported in one line
-        raise InvertError(f"--model {path!r} is not a torch file: {str(exc).splitlines()[0]}") from None
-    if isinstance(obj, nn.Module):
-        return obj, {}
-    if isinstance(obj, dict):
-        if isinstance(obj.get("model"), nn.Module):
-            return obj["model"], {}
-        cfg = obj.get("config")
-        if isinstance(cfg, dict) and "state_dict" in obj and "code" in cfg:
-            from liftinv.inversion.recipes import Autoencoder
+    obj = load_torch_file(path, "--model")
+    cfg = obj.get("config") if isinstance(obj, dict) else None
+    if is_autoencoder_cache(obj):
+        ae = Autoencoder(cfg["code"], cfg["channels"])
+        ae.load_state_dict(obj["state_dict"])
+        ae.eval().requires_grad_(False)
+        return ae.encoder, {"decoder": ae.decoder}
+    if isinstance(cfg, dict) and CLASSIFIER_KEYS <= set(cfg) and isinstance(obj.get("state_dict"), dict):
+        from liftinv.commands.train_classifier import build_model
 
-            ae = Autoencoder(cfg["code"], cfg["channels"])
-            ae.load_state_dict(obj["state_dict"])
-            ae.eval().requires_grad_(False)
-            return ae.encoder, {"decoder": ae.decoder}
-        if "model" in obj or "state_dict" in obj:
-            raise InvertError(
-                f"--model {path!r} holds only a state_dict (weights without the architecture); save the "
-                "module itself with torch.save(model, PATH)"
-            )
-    raise InvertError(f"--model {path!r} holds a {type(obj).__name__}, not an nn.Module")
+        net = build_model(
+            cfg["arch"], cfg["activation"], cfg["hidden"], tuple(cfg["input_shape"]), cfg["n_classes"]
+        )
+        net.load_state_dict(obj["state_dict"])
+        net.input_shape = tuple(cfg["input_shape"])
+        return net.eval().requires_grad_(False), {}
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        from liftinv.unrolled.io import load_model as load_unrolled
+
+        net = load_unrolled(path)
+        net.input_shape = tuple(net.measurement_size)
+        return net.eval().requires_grad_(False), {}
+    raise InvertError(
+        f"--model {path!r} holds no network liftinv can rebuild (weights plus a plain configuration): give the "
+        "model.pt of `liftinv train-classifier`, a model file of `liftinv train`, or an autoencoder cache; a "
+        "bare state_dict lacks the architecture"
+    )
 
 
 def _problem(args) -> dict[str, Any]:
@@ -184,6 +202,7 @@ def _problem(args) -> dict[str, Any]:
     import torch
 
     from liftinv.datasets import random_phantoms, shepp_logan
+    from liftinv.files import user_cache_dir
     from liftinv.inversion import input_shape_of, recipes
 
     if args.model == "perceptron":
@@ -198,7 +217,8 @@ def _problem(args) -> dict[str, Any]:
             raise InvertError(f"--image must be shepp-logan or phantom for the perceptron, got {img!r}")
         return {"model": net, "u": u, "input_shape": (1, n, n), "alpha": 10.0 * (n / 64) ** 2, "extras": {}}
     if args.model == "autoencoder":
-        prob = recipes.get_recipe("autoencoder", path=args.cache, seed=args.seed, n_images=297)
+        cache = args.cache or os.path.join(user_cache_dir(), f"autoencoder-seed{args.seed}.pt")
+        prob = recipes.get_recipe("autoencoder", path=cache, seed=args.seed, n_images=297)
         try:
             k = int(args.image or 0)
         except ValueError:

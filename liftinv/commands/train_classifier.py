@@ -281,6 +281,7 @@ def run(args) -> int:
     """
     import torch
 
+    from liftinv.files import save_text_file, save_torch_file
     from liftinv.training import accuracy, fit, load_checkpoint
     from liftinv.training.registry import methods_for
 
@@ -339,7 +340,7 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.fresh:
         checkpoint.unlink(missing_ok=True)
-    cfg_path.write_text(json.dumps(config, indent=1))
+    save_text_file(json.dumps(config, indent=1), cfg_path)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     t0 = time.perf_counter()
     history = fit(
@@ -359,8 +360,8 @@ def run(args) -> int:
     model.eval()
     acc = accuracy(model, Xte, Yte)
     model_cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": model_cpu, "config": config}, out / "model.pt")
-    (out / "history.json").write_text(json.dumps(history.to_dict(), indent=1))
+    save_torch_file({"state_dict": model_cpu, "config": config}, out / "model.pt")
+    save_text_file(json.dumps(history.to_dict(), indent=1), out / "history.json")
     if len(history):
         _plot(history, out / "loss.png", f"{args.method}, {args.arch} {args.activation}, {args.data}")
     total = history.last.get("wall", 0.0)

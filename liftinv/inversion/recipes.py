@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from liftinv.datasets import load_digits, random_phantoms
 from liftinv.datasets import shepp_logan as _shepp_logan
+from liftinv.files import load_torch_file, save_torch_file
 from liftinv.metrics import psnr
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "perceptron",
     "Autoencoder",
     "autoencoder",
+    "is_autoencoder_cache",
     "get_recipe",
     "RECIPES",
     "unrolled_recipe",
@@ -156,6 +158,15 @@ class Autoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
+def is_autoencoder_cache(obj: Any) -> bool:
+    """Whether ``obj`` (a loaded file) is a cache written by :func:`autoencoder`: a dict with the weights under
+    ``"state_dict"`` and the settings (``code``, ``channels``, ...) under ``"config"``."""
+    cfg = obj.get("config") if isinstance(obj, dict) else None
+    return (
+        isinstance(cfg, dict) and {"code", "channels"} <= set(cfg) and isinstance(obj.get("state_dict"), dict)
+    )
+
+
 def autoencoder(
     seed: int = 0,
     code: int = 32,
@@ -184,7 +195,9 @@ def autoencoder(
     epochs, lr, n_train : int, float, int
         Training settings.
     path : path, optional
-        Cache file: loaded when it exists and matches the settings, else written after training.
+        Cache file (weights + plain configuration, read with ``weights_only=True``): loaded when it matches
+        the settings, replaced (atomically) when it is an autoencoder cache of other settings; any other
+        existing file is left untouched (``ValueError``), so a wrong path never destroys a file.
     progress : bool
         Show the training progress bar.
     device : str or torch.device
@@ -207,9 +220,14 @@ def autoencoder(
         "n_train": int(n_train),
         "version": 1,
     }
-    if path is not None and Path(path).is_file():
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-        if isinstance(ck, dict) and ck.get("config") == config:
+    if path is not None and Path(path).exists():
+        ck = load_torch_file(path, "autoencoder cache")
+        if not is_autoencoder_cache(ck):
+            raise ValueError(
+                f"autoencoder cache {str(path)!r} exists and is not an autoencoder cache; it is left untouched: "
+                "give another path"
+            )
+        if ck.get("config") == config:
             ae = Autoencoder(code, channels)
             ae.load_state_dict(ck["state_dict"])
             ae.train_info = ck.get("train_info", {})
@@ -238,9 +256,9 @@ def autoencoder(
         Xt = X[n_train:]
         test_psnr = float(psnr(ae(Xt), Xt).mean())
     ae.train_info = {"test_psnr": test_psnr, "train_time": train_time, **config}
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"config": config, "state_dict": ae.state_dict(), "train_info": ae.train_info}, path)
+    if path is not None:  # a missing file or an autoencoder cache of other settings (replaced atomically)
+        payload = {"config": config, "state_dict": ae.state_dict(), "train_info": ae.train_info}
+        save_torch_file(payload, path)
     return ae
 
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from liftinv.files import load_torch_file, save_torch_file
 from liftinv.metrics import History, psnr
 from liftinv.training.registry import get_trainer
 
@@ -257,25 +258,19 @@ def minibatches(n: int, batch_size: int | None, generator: torch.Generator | Non
 # history and checkpoints
 # ---------------------------------------------------------------------------------------------------------
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write ``payload`` with ``torch.save`` atomically (a crash never leaves a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    """Write ``payload`` with ``torch.save`` atomically (a crash never leaves a half-written file;
+    :func:`liftinv.files.save_torch_file`). The payload must be weights-only: tensors, numbers, strings,
+    lists, tuples and dicts."""
+    save_torch_file(payload, path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - report any unpickling failure with the path
-        raise ValueError(
-            f"checkpoint {str(path)!r} is not a liftinv checkpoint (torch.save file): {exc}"
-        ) from None
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: a file that would need code
+    to load is refused in one line, :class:`liftinv.files.UnsafeFileError`, before any of it runs)."""
+    payload = load_torch_file(path, "checkpoint")
+    if not isinstance(payload, dict) or not {"method", "epoch", "model", "trainer"} <= set(payload):
+        raise ValueError(f"checkpoint {str(path)!r} is not a liftinv training checkpoint")
+    return payload
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -130,13 +130,10 @@ def save_model(
 
 
 def _read(path) -> dict[str, Any]:
+    from liftinv.files import load_torch_file
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - report any unpickling failure with the path
-        raise ValueError(f"{str(path)!r} is not a liftinv unrolled model file: {exc}") from None
+    payload = load_torch_file(path, "model file")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(
             f"{str(path)!r} is not a liftinv unrolled model file (format {FORMAT!r}); training checkpoints "
