@@ -110,3 +110,29 @@ def test_atomic_writes_keep_the_old_file_on_failure(tmp_path):
     save_text_file("{}", text)
     assert text.read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h.json", "m.pt"]  # no temporary files left
+
+
+def test_invert_accepts_torchscript_for_gradient_inversion_only(tmp_path, capsys):
+    from torch import nn
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(256, 48), nn.ReLU(), nn.Linear(48, 32))
+    path = tmp_path / "net.ts"
+    torch.jit.save(torch.jit.script(net), path)
+    common = ["invert", "--model", str(path), "--input-shape", "1,16,16", "--iters", "5", "--out", ""]
+    assert main([*common, "--method", "gradient", "--no-progress"]) == 0
+    assert "PSNR" in capsys.readouterr().out
+    assert main([*common, "--method", "lifted", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "TorchScript" in err and "--method gradient" in err and len(err.strip().splitlines()) == 1
+
+
+def test_autoencoder_cache_folder_is_keyed_by_every_setting(tmp_path):
+    from liftinv.inversion.recipes import autoencoder
+
+    a = autoencoder(seed=0, code=4, channels=2, epochs=1, n_train=64, path=tmp_path)
+    b = autoencoder(seed=1, code=4, channels=2, epochs=1, n_train=64, path=tmp_path)
+    files = sorted(tmp_path.glob("autoencoder-*.pt"))
+    assert len(files) == 2  # one file per setting: seed 1 did not replace seed 0
+    again = autoencoder(seed=0, code=4, channels=2, epochs=1, n_train=64, path=tmp_path)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), again.state_dict().values()))
+    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

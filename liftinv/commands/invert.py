@@ -18,7 +18,9 @@ and writes a figure: truth | output f | reconstruction.
   ``--image-size`` -> ``--features``), test image Shepp-Logan (``--image``: ``shepp-logan``, ``phantom``);
 * ``autoencoder``: the encoder of the convolutional autoencoder of :func:`liftinv.inversion.recipes.autoencoder`
   (trained on first use, ~30 s, cached in ``--cache``), test image a held-out digit (``--image`` = its index);
-* ``PATH``: weights plus a plain configuration, read with ``torch.load(weights_only=True)``: the ``model.pt``
+* ``PATH``: a TorchScript archive (``torch.jit.save(torch.jit.script(model))``; gradient inversion, and lifted
+  inversion when the scripted module is a liftable ``nn.Sequential``), or weights plus a plain configuration, read
+  with ``torch.load(weights_only=True)``: the ``model.pt``
   of ``liftinv train-classifier`` (the classifier is rebuilt from its configuration), a model file of
   ``liftinv train`` (an unrolled network), or an autoencoder cache written by
   ``liftinv.inversion.recipes.autoencoder(path=...)`` (its encoder is inverted). A pickled ``nn.Module``
@@ -107,8 +109,8 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     parser.add_argument(
         "--cache",
         default=None,
-        help="autoencoder cache file (default: autoencoder-seed<SEED>.pt in the user cache folder, "
-        "$XDG_CACHE_HOME/liftinv or ~/.cache/liftinv)",
+        help="autoencoder cache file or folder (default: the user cache folder, $XDG_CACHE_HOME/liftinv or "
+        "~/.cache/liftinv, one file per setting)",
     )
     parser.add_argument("--out", default="inversion.png", help="output figure (png, pdf, svg); '' for none")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -129,6 +131,17 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _is_torchscript(path: str) -> bool:
+    """Whether ``path`` is a TorchScript archive (``torch.jit.save``: a zip with ``code/`` and constants)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    return any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names)
+
+
 #: configuration keys of a ``liftinv train-classifier`` model file (``model.pt``)
 CLASSIFIER_KEYS = {"arch", "activation", "hidden", "input_shape", "n_classes"}
 
@@ -139,7 +152,7 @@ def load_model(path: str):
     Parameters
     ----------
     path : str
-        ``model.pt`` written by ``liftinv train-classifier`` (``{"state_dict", "config"}``; the classifier is
+        A TorchScript archive (``torch.jit.save``), ``model.pt`` written by ``liftinv train-classifier`` (``{"state_dict", "config"}``; the classifier is
         rebuilt from its configuration), an autoencoder cache written by
         :func:`liftinv.inversion.recipes.autoencoder` (its encoder is inverted), or a model file written by
         ``liftinv train`` / :func:`liftinv.unrolled.save_model` (an unrolled network; its input is the
@@ -162,12 +175,23 @@ def load_model(path: str):
     InvertError
         When the file holds none of the accepted formats (e.g. a bare ``state_dict``).
     """
+    import torch
+
     from liftinv.files import load_torch_file
     from liftinv.inversion.recipes import Autoencoder, is_autoencoder_cache
     from liftinv.unrolled.io import FORMAT
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--model {path!r}: no such file (and not one of {', '.join(MODELS)})")
+    if _is_torchscript(path):  # TorchScript runs in torch's interpreter; no Python object is unpickled
+        try:
+            net = torch.jit.load(path, map_location="cpu")
+        except Exception as exc:  # noqa: BLE001 - one line, whatever torch raises
+            first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            raise InvertError(
+                f"--model {path!r} is a TorchScript archive that does not load: {first}"
+            ) from None
+        return net.eval(), {}
     obj = load_torch_file(path, "--model")
     cfg = obj.get("config") if isinstance(obj, dict) else None
     if is_autoencoder_cache(obj):
@@ -217,7 +241,7 @@ def _problem(args) -> dict[str, Any]:
             raise InvertError(f"--image must be shepp-logan or phantom for the perceptron, got {img!r}")
         return {"model": net, "u": u, "input_shape": (1, n, n), "alpha": 10.0 * (n / 64) ** 2, "extras": {}}
     if args.model == "autoencoder":
-        cache = args.cache or os.path.join(user_cache_dir(), f"autoencoder-seed{args.seed}.pt")
+        cache = args.cache or user_cache_dir()  # a folder: one file per setting (seed included)
         prob = recipes.get_recipe("autoencoder", path=cache, seed=args.seed, n_images=297)
         try:
             k = int(args.image or 0)
@@ -235,6 +259,11 @@ def _problem(args) -> dict[str, Any]:
             "extras": {"decoder": prob.extras["decoder"]},
         }
     model, extras = load_model(args.model)
+    if isinstance(model, torch.jit.ScriptModule) and args.method == "lifted":
+        raise InvertError(
+            f"--model {args.model!r} is TorchScript: lifted inversion needs the layers as Python modules (a "
+            "model.pt of train-classifier or a model file of train); use --method gradient for TorchScript"
+        )
     shape = _parse_shape(args.input_shape) if args.input_shape else input_shape_of(model)
     if shape is None:
         raise InvertError(

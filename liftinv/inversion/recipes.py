@@ -26,6 +26,8 @@ suggested settings); :data:`RECIPES` lists the recipes by name. Test images come
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Callable
@@ -195,7 +197,8 @@ def autoencoder(
     epochs, lr, n_train : int, float, int
         Training settings.
     path : path, optional
-        Cache file (weights + plain configuration, read with ``weights_only=True``): loaded when it matches
+        Cache file, or a folder (the file ``autoencoder-<digest of every setting>.pt`` in it). A cache holds
+        weights + plain configuration, read with ``weights_only=True``; it is loaded when it matches
         the settings, replaced (atomically) when it is an autoencoder cache of other settings; any other
         existing file is left untouched (``ValueError``), so a wrong path never destroys a file.
     progress : bool
@@ -220,6 +223,9 @@ def autoencoder(
         "n_train": int(n_train),
         "version": 1,
     }
+    if path is not None and Path(path).is_dir():  # a folder: one file per setting
+        digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+        path = Path(path) / f"autoencoder-{digest}.pt"
     if path is not None and Path(path).exists():
         ck = load_torch_file(path, "autoencoder cache")
         if not is_autoencoder_cache(ck):
