@@ -20,6 +20,14 @@ torch.set_num_threads(1)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test starts on one torch thread (see above), also after a command that set its own count."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
+
+
 @pytest.fixture
 def generator():
     """A torch generator with a fixed seed (tests are reproducible)."""

@@ -12,15 +12,6 @@ from liftinv.cli import main
 from liftinv.inversion.recipes import perceptron
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These problems are small: one torch thread is faster, and immune to oversubscription on shared CPUs."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_invert_perceptron_prints_metrics_and_writes_figure(tmp_path, capsys):
     out = tmp_path / "fig.png"
     rc = main(

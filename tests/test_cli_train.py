@@ -10,13 +10,6 @@ from liftinv.cli import main
 TINY = ["--image-size", "16", "--n-train", "16", "--iterations", "2", "--no-progress", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    old = torch.get_num_threads()
-    yield
-    torch.set_num_threads(old)
-
-
 def test_train_saves_a_model_that_reloads_and_reconstructs_identically(tmp_path, capsys):
     from liftinv.operators import make_operator
 

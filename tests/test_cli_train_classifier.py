@@ -11,13 +11,6 @@ import torch
 from liftinv.cli import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def _cli(capsys, *args):
     rc = main(["train-classifier", "--threads", "1", "--no-progress", *map(str, args)])
     out, err = capsys.readouterr()

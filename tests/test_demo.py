@@ -5,17 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-import torch
 
 from liftinv.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _psnrs(text: str) -> dict[str, float]:

@@ -28,16 +28,6 @@ from liftinv.models import (
 )
 from liftinv.training import accuracy, fit
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny networks: one thread is as fast and much more robust to a loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # closed forms (written independently of the implementation)
 # ---------------------------------------------------------------------------------------------------------

@@ -36,15 +36,6 @@ from liftinv.models import ResidualBlock
 SIZE, FEATURES, ALPHA, ITERS = 32, 256, 2.5, 300
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These problems are small: one torch thread is faster, and immune to oversubscription on shared CPUs."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def psnr(x: torch.Tensor, truth: torch.Tensor) -> float:
     """PSNR of the whole batch as one signal (clipped to [0, 1]), through liftinv.metrics."""
     return float(metrics.psnr(x.clamp(0, 1).reshape(1, -1), truth.reshape(1, -1))[0])

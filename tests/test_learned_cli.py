@@ -14,15 +14,6 @@ from liftinv.cli import main
 TINY = ["--epochs", "1", "--image-size", "16", "--n-train", "8", "--iterations", "2", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One torch thread (restored afterwards): small tensors on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _error(capsys, command: str) -> str:
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1, lines

@@ -29,15 +29,6 @@ LIFTED = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These problems are small: one torch thread is faster, and robust on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def digits():
     """8x8 digits, pixels / 16, 30% held out (stratified, fixed seed), as in benchmarks/classification.py."""

@@ -28,15 +28,6 @@ requires_cuda = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster and steadier than two on a shared machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _psnr(x, ref):
     return float(psnr(x.clamp(0, 1), ref).mean())
 

@@ -40,7 +40,7 @@ from liftinv.models.learned import (
     LearnedPrimalDual,
     UnrolledProxGradCNN,
 )
-from liftinv.models.operator_adapter import OperatorAdapter
+from liftinv.models.operator_adapter import OperatorAdapter, OperatorNetwork
 from liftinv.models.transforms import CircularConv, ParsevalConv, PositiveSoftThreshold, dct_filters
 from liftinv.models.unrolled import ARCHITECTURES, INITS, UnrolledDualFB, UnrolledProxGrad, build_model
 
@@ -66,6 +66,7 @@ __all__ = [
     "staircase",
     "staircase_thresholds",
     "OperatorAdapter",
+    "OperatorNetwork",
     "CircularConv",
     "ParsevalConv",
     "PositiveSoftThreshold",

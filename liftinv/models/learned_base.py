@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from liftinv.lifted.network import lift
 from liftinv.lifted.norms import state_map_norms
-from liftinv.models.operator_adapter import OperatorAdapter
+from liftinv.models.operator_adapter import OperatorAdapter, OperatorNetwork
 
 __all__ = ["LEARNED_INITS"]
 
@@ -68,7 +68,7 @@ def _partial_conv(conv: nn.Conv2d, h: Tensor, channels: int) -> Tensor:
 
 
 # -- shared base: operator, other image sizes, geometry errors, Lipschitz constants of the state maps
-class _LearnedUnrolled(nn.Module):
+class _LearnedUnrolled(OperatorNetwork):
     arch = "learned"
 
     def __init__(
@@ -90,20 +90,6 @@ class _LearnedUnrolled(nn.Module):
         self._scale: float | None = None
 
     # -- description ----------------------------------------------------------------------------------------
-    @property
-    def operator(self):
-        """The forward operator the network was built for."""
-        return self.op.operator
-
-    @property
-    def measurement_size(self) -> tuple[int, ...]:
-        """Shape of one measurement at the build size."""
-        return self.op.measurement_size
-
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments (without the operator): ``build_model(arch, operator, **config)`` rebuilds it."""
-        return {"arch": self.arch, **self._config}
-
     @property
     def resizable(self) -> bool:
         """Whether the network applies to measurements of any size (blur, inpainting, denoising)."""
@@ -246,20 +232,7 @@ class _LearnedUnrolled(nn.Module):
                     f"the geometry {other}. Its dual CNNs act on sinograms of one geometry: build and train a "
                     "network for the new geometry"
                 )
-        cfg = {k: v for k, v in self.config().items() if k != "arch"}
-        other_net = type(self)(operator, image_size=image_size, **cfg)
-        other_net.load_state_dict(self.state_dict())
-        p = next(self.parameters())
-        return other_net.to(p.device, p.dtype)
-
-    @torch.no_grad()
-    def reconstruct(self, y: Tensor) -> Tensor:
-        """``forward(y)`` without gradients, in eval mode."""
-        was = self.training
-        try:
-            return self.eval()(y)
-        finally:
-            self.train(was)
+        return self._copy_for(operator, image_size)
 
     def state_map_norms(self, warm_iters: int = 3, layers=None, cache=None) -> dict[tuple[int, int], float]:
         """``{(m, k): 1.05 ||K_{m,k}||^2}``: ``K_{m,k}`` the linear part of lifted layer m in hidden state k.

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["OperatorAdapter"]
+__all__ = ["OperatorAdapter", "OperatorNetwork"]
 
 
 def _image_size_of(operator, image_size) -> tuple[int, int, int]:
@@ -348,3 +349,43 @@ class OperatorAdapter(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------
+
+
+class OperatorNetwork(nn.Module):
+    """Base of the networks built around a forward operator (``self.op``, an :class:`OperatorAdapter`): the
+    unrolled convex-prior networks (:mod:`liftinv.models.unrolled`) and the learned CNN ones
+    (:mod:`liftinv.models.learned`). Subclasses set ``arch``, ``self.op`` and ``self._config`` (their
+    constructor arguments without the operator)."""
+
+    arch = "unrolled"
+
+    @property
+    def operator(self):
+        """The forward operator the network was built for."""
+        return self.op.operator
+
+    @property
+    def measurement_size(self) -> tuple[int, ...]:
+        """Shape of one measurement at the build size."""
+        return self.op.measurement_size
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (without the operator): ``build_model(arch, operator, **config)`` rebuilds it."""
+        return {"arch": self.arch, **self._config}
+
+    def _copy_for(self, operator, image_size=None) -> OperatorNetwork:
+        """The same network (configuration, a copy of the weights, device, dtype) built for ``operator``."""
+        cfg = {k: v for k, v in self.config().items() if k != "arch"}
+        other = type(self)(operator, image_size=image_size, **cfg)
+        other.load_state_dict(self.state_dict())
+        p = next(self.parameters())
+        return other.to(p.device, p.dtype)
+
+    @torch.no_grad()
+    def reconstruct(self, y: Tensor) -> Tensor:
+        """``forward(y)`` without gradients, in eval mode."""
+        was = self.training
+        try:
+            return self.eval()(y)
+        finally:
+            self.train(was)

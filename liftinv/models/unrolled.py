@@ -34,7 +34,7 @@ from torch.nn.utils import parametrize
 
 from liftinv.lifted.activations import Clip, Identity
 from liftinv.lifted.network import LiftedLayer
-from liftinv.models.operator_adapter import OperatorAdapter
+from liftinv.models.operator_adapter import OperatorAdapter, OperatorNetwork
 from liftinv.models.transforms import CircularConv, ParsevalConv, PositiveSoftThreshold
 
 __all__ = ["UnrolledProxGrad", "UnrolledDualFB", "ARCHITECTURES", "INITS", "build_model"]
@@ -42,7 +42,7 @@ __all__ = ["UnrolledProxGrad", "UnrolledDualFB", "ARCHITECTURES", "INITS", "buil
 
 # shared base
 # ---------------------------------------------------------------------------------------------------------
-class _Unrolled(nn.Module):
+class _Unrolled(OperatorNetwork):
     arch = "unrolled"
 
     def __init__(self, operator, iterations: int, image_size, dense, init: str, init_alpha: float = 0.01):
@@ -59,19 +59,6 @@ class _Unrolled(nn.Module):
         self.init = init
         self.image_size = self.op.image_size
         self._config: dict[str, Any] = {}
-
-    @property
-    def operator(self):
-        """The forward operator the network was built for."""
-        return self.op.operator
-
-    @property
-    def measurement_size(self) -> tuple[int, ...]:
-        return self.op.measurement_size
-
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments (without the operator): ``build_model(arch, operator, **config)`` rebuilds it."""
-        return {"arch": self.arch, **self._config}
 
     def _z(self, y: Tensor) -> Tensor:
         if self.init == "smooth":
@@ -110,21 +97,7 @@ class _Unrolled(nn.Module):
         >>> big(torch.rand(1, 1, 24, 24)).shape
         torch.Size([1, 1, 24, 24])
         """
-        cfg = {k: v for k, v in self.config().items() if k != "arch"}
-        other = type(self)(operator, image_size=image_size, **cfg)
-        other.load_state_dict(self.state_dict())
-        p = next(self.parameters())
-        return other.to(p.device, p.dtype)
-
-    @torch.no_grad()
-    def reconstruct(self, y: Tensor) -> Tensor:
-        """``forward(y)`` without gradients, in eval mode."""
-        was = self.training
-        self.eval()
-        try:
-            return self(y)
-        finally:
-            self.train(was)
+        return self._copy_for(operator, image_size)
 
     def state_lipschitz(self, k: int) -> float:
         """Bound on ``||d z_{k+1} / d u_k||^2`` (the state step of lifted training uses ``1/(lambda L)``)."""
