@@ -61,6 +61,7 @@ Usage::
     .venv/bin/python benchmarks/learned.py --tasks denoise,deblur                     # default CPU budgets
     .venv/bin/python benchmarks/learned.py --device cuda --full                       # paper scale
     .venv/bin/python benchmarks/learned.py --long-ct --budget-minutes 120 --threads 2 # resumable long run
+    .venv/bin/python benchmarks/learned.py --long-ct --tv-only    # its TV figures (tv.json), beside a sitting
 
 Writes ``learned.md``, ``learned.json`` and ``learned.png`` into ``--out-dir`` (default benchmarks/results).
 """
@@ -1297,14 +1298,7 @@ def long_ct(args, device) -> int:
     if best_path.is_file():
         model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["state"])
     summary, _ = evaluate(lambda y, op_: _predict(model, y), setup)
-    tv_path = d / "tv.json"
-    if tv_path.is_file():
-        tv = json.loads(tv_path.read_text())
-    else:
-        log("tuning TV on the validation phantoms and testing it (once; cached in tv.json) ...")
-        rows, _, tv_info = classical_rows(setup, args)
-        tv = {"info": tv_info, "fbp": rows[0], "tv": rows[1]}
-        tv_path.write_text(json.dumps(tv, indent=1))
+    tv = _long_ct_tv(setup, args, d)
     record["test"] = {
         "after_seconds": last["seconds"],
         "best_epoch": tracker.best_epoch,
@@ -1322,6 +1316,37 @@ def long_ct(args, device) -> int:
         f"{summary['psnr'] - tv['tv']['psnr']:+.2f} dB"
     )
     log(f"log {log_path}; checkpoint {ckpt}; curve {d / 'lpd_backprop_curve.png'}")
+    return 0
+
+
+def _long_ct_tv(setup: Setup, args, d: Path) -> dict:
+    """FBP and TV (alpha tuned on the validation phantoms) on the long run's test set, computed once and
+    cached in ``tv.json`` of the checkpoint folder (written atomically)."""
+    tv_path = d / "tv.json"
+    if tv_path.is_file():
+        return json.loads(tv_path.read_text())
+    log("tuning TV on the validation phantoms and testing it (once; cached in tv.json) ...")
+    rows, _, tv_info = classical_rows(setup, args)
+    tv = {"info": tv_info, "fbp": rows[0], "tv": rows[1]}
+    tmp = tv_path.with_name(tv_path.name + ".tmp")
+    tmp.write_text(json.dumps(tv, indent=1))
+    os.replace(tmp, tv_path)
+    return tv
+
+
+def long_ct_tv_only(args, device) -> int:
+    """``--long-ct --tv-only``: compute (or read) the long run's FBP / tuned-TV figures into ``tv.json`` without
+    training or touching the training log (so it can run beside a training sitting)."""
+    cfg = dict(LONG_CT)
+    cfg["size"] = args.ct_size or cfg["size"]
+    d = Path(args.checkpoint_dir) if args.checkpoint_dir else LONG_CT_DIR
+    setup = ct_setup(cfg, args.seed, cache=False)
+    setup.device = device
+    tv = _long_ct_tv(setup, args, d)
+    log(
+        f"tuned TV {tv['tv']['psnr']:.2f} dB (Shepp-Logan {tv['tv']['psnr_shepp']:.2f}; alpha "
+        f"{tv['info']['alpha']:.3g}), FBP {tv['fbp']['psnr']:.2f} dB on the long run's test phantoms ({d / 'tv.json'})"
+    )
     return 0
 
 
@@ -1370,6 +1395,11 @@ def parse_args(argv):
     mode.add_argument("--quick", action="store_true", help="CPU smoke run (<= 20 min on 2 cores)")
     mode.add_argument("--full", action="store_true", help="paper-scale run (for --device cuda)")
     mode.add_argument("--long-ct", action="store_true", help="resumable long LPD backprop run on CT ellipses")
+    p.add_argument(
+        "--tv-only",
+        action="store_true",
+        help="with --long-ct: only compute the FBP / tuned-TV figures of its test set (tv.json), no training",
+    )
     p.add_argument(
         "--tasks", default=",".join(TASKS), help="comma-separated subset of ct,denoise,deblur,inpaint"
     )
@@ -1444,7 +1474,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     if args.long_ct:
-        return long_ct(args, device)
+        return long_ct_tv_only(args, device) if args.tv_only else long_ct(args, device)
     if args.full and device.type != "cuda":
         log("warning: --full is sized for a GPU (--device cuda); on this CPU it will take many hours")
     args.checkpoint_dir = args.checkpoint_dir or str(CHECKPOINTS)
