@@ -89,9 +89,13 @@ class BCDTrainer(LiftedTrainer):
         self.weight_steps = _check_int("weight_steps", weight_steps, 1)
         self.batch_size = _check_batch_size(batch_size)
         self.reinit = bool(reinit)
-        self.shards = make_shards(X.shape[0], self.batch_size, seed, self.device)
+        self.shards = self._sample_shards(X.shape[0], seed)
         self.states: list[list[Tensor]] = [self._init_shard(s) for s in range(len(self.shards))]
         self.caches: list[dict] = [{} for _ in self.shards]
+
+    def _sample_shards(self, n: int, seed: int) -> list[Tensor]:
+        """The fixed sample shards (:func:`make_shards`; a hook: a data-parallel rank keeps its part of each)."""
+        return make_shards(n, self.batch_size, seed, self.device)
 
     def _init_shard(self, s: int) -> list[Tensor]:
         idx = self.shards[s]
@@ -115,7 +119,7 @@ class BCDTrainer(LiftedTrainer):
             for blk in blocks.values():
                 blk.step()
             if others:
-                weight_step(self.net, st, y, layers=others, cache=cache)
+                self._weight_step(st, y, others, cache)
 
     def run_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
         """One epoch: state sweeps and weight steps on every shard.

@@ -82,6 +82,7 @@ from liftinv.lifted.steps import (
     layer_parameters,
     state_step,
     weight_blocks,
+    weight_step,
 )
 from liftinv.training.loop import targets_for_loss
 
@@ -329,11 +330,29 @@ class LiftedTrainer:
             if self.exact_norms and self.net.layers[l - 1].inputs == (0,) and ("xnorm", l) in cache:
                 norm_sq = cache[("xnorm", l)]  # the input state never changes (full-batch / shard BCD)
             else:
-                norm_sq = self._sq_norm(M.detach(), bias, cache, ("pm", l))
+                norm_sq = self._data_sq_norm(M.detach(), bias, cache, ("pm", l))
                 if self.exact_norms and self.net.layers[l - 1].inputs == (0,):
                     cache[("xnorm", l)] = norm_sq
-            blocks[l] = DenseWeightBlock(self.net, states, y, l, norm_sq=norm_sq)
+            blocks[l] = self._dense_block(states, y, l, norm_sq)
         return blocks, others
+
+    # --- hooks of the data-parallel trainers (liftinv.training.distributed): the sums over samples -------
+    def _data_sq_norm(self, M: Tensor, augment: bool, cache: dict, key) -> float:
+        """||[M, 1]||_2^2 of the batch's input states of a dense layer (the step size of its weight block).
+
+        A hook: the data-parallel trainers sum the Gram map over the ranks' samples.
+        """
+        return self._sq_norm(M, augment, cache, key)
+
+    def _dense_block(self, states: list[Tensor], y: Tensor, l: int, norm_sq: float) -> DenseWeightBlock:
+        """The closed-form weight block of dense layer l (a hook: data-parallel blocks sum the gradient)."""
+        return DenseWeightBlock(self.net, states, y, l, norm_sq=norm_sq)
+
+    def _weight_step(
+        self, states: list[Tensor], y: Tensor, layers: list[int], cache: dict
+    ) -> dict[int, float]:
+        """One :func:`liftinv.lifted.weight_step` on the blocks of ``layers`` (a hook, as above)."""
+        return weight_step(self.net, states, y, layers=layers, cache=cache)
 
     # --- shared quantities ---------------------------------------------------------------------------
     def objective_parts(self, states: Sequence[Tensor], y: Tensor) -> dict[str, float]:

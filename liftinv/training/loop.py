@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from liftinv.files import load_torch_file, save_torch_file
 from liftinv.metrics import History, psnr
-from liftinv.training.registry import get_trainer
+from liftinv.training.registry import get_data_parallel_trainer, get_trainer
 
 __all__ = [
     "History",
@@ -290,6 +290,7 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     resume: bool = True,
     progress: bool = True,
+    distributed: str | None = None,
     **options,
 ) -> History:
     """Train ``model`` in place with ``method`` and return the :class:`History`.
@@ -320,6 +321,14 @@ def fit(
         Written after every epoch; when ``resume`` and the file exists, training continues from it.
     progress : bool
         Show a tqdm bar.
+    distributed : {None, "data"}
+        ``"data"``: data-parallel training (:mod:`liftinv.training.distributed`) on the ranks of an
+        initialised ``torch.distributed`` process group (torchrun, or
+        :func:`liftinv.training.distributed.launch`); every rank calls ``fit`` with the same arguments and
+        data (checked: a mismatch raises the same ``ValueError`` on every rank), owns a contiguous part of
+        each mini-batch (at least one sample each) and ends with the same weights; rank 0 writes the
+        checkpoint, which resumes on any number of ranks. A lost rank raises ``RuntimeError`` ("rank N
+        lost: ...") on the others within the process group's timeout.
     **options
         Passed to the method's trainer (``lr``, ``batch_size``, ``lambdas``, ...).
 
@@ -335,7 +344,19 @@ def fit(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-    trainer_cls = get_trainer(method, model)
+    if distributed not in (None, "data"):
+        raise ValueError(f"distributed must be None or 'data', got {distributed!r}")
+    if distributed == "data":
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ValueError(
+                "distributed='data' needs an initialised torch.distributed process group (torchrun, "
+                "torch.distributed.init_process_group, or liftinv.training.distributed.launch)"
+            )
+        trainer_cls = get_data_parallel_trainer(method, model)
+    else:
+        trainer_cls = get_trainer(method, model)
     dev = resolve_device(device)
     seed_everything(seed)
     X, Y = as_tensors(train, "train")
@@ -348,6 +369,13 @@ def fit(
     dtype = next(iter(model.parameters())).dtype
     X = X.to(dev, dtype)
     Y = Y.to(dev) if not Y.is_floating_point() else Y.to(dev, dtype)
+    writer = True  # this process writes the checkpoint (rank 0 when distributed)
+    if distributed == "data":
+        from torch.distributed import get_rank
+
+        config = {"method": method, "epochs": epochs, "loss": loss, "seed": seed, "options": options}
+        trainer_cls.check_agreement({**config, "X": X, "Y": Y, "dtype": str(dtype)})
+        writer = get_rank() == 0
     trainer = trainer_cls(model, X, Y, loss=loss, seed=seed, **options)
     history = History(method=method)
     start = 0
@@ -361,6 +389,8 @@ def fit(
         trainer.load_state_dict(ck["trainer"])
         history = History.from_dict(ck["history"])
         start = int(ck["epoch"])
+    if distributed == "data":
+        trainer_cls.check_agreement({"resume_epoch": start})
     metric_name = metric if isinstance(metric, str) else ("custom" if callable(metric) else None)
     metric_name = metric_name or ("psnr" if Y.is_floating_point() else "accuracy")
     wall = history.last.get("wall", 0.0)
@@ -385,14 +415,16 @@ def fit(
         history.append(**rec)
         bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k in ("objective", f"test_{metric_name}")})
         if checkpoint is not None:
-            save_checkpoint(
-                checkpoint,
-                {
-                    "method": method,
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "trainer": trainer.state_dict(),
-                    "history": history.to_dict(),
-                },
-            )
+            trainer_state = trainer.state_dict()  # every rank: BCD gathers its states to rank 0's layout
+            if writer:
+                save_checkpoint(
+                    checkpoint,
+                    {
+                        "method": method,
+                        "epoch": epoch + 1,
+                        "model": model.state_dict(),
+                        "trainer": trainer_state,
+                        "history": history.to_dict(),
+                    },
+                )
     return history

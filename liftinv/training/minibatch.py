@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor
 
-from liftinv.lifted.steps import block_objective, weight_step
+from liftinv.lifted.steps import block_objective
 from liftinv.training.bcd import MACBCD, BregmanAccelerated, BregmanBCD, FenchelBCD
 from liftinv.training.lifted_base import LiftedTrainer, _clean_cache, _to_device, check_tau
 from liftinv.training.loop import _check_batch_size, _check_int, minibatches
@@ -214,7 +214,7 @@ class ISGMTrainer(_MiniBatchLifted):
                 blk.step()
                 self._prox(blk.params(), anchors[l], blk.eta)
             if others:
-                steps = weight_step(net, st, y, layers=others, cache=cache)
+                steps = self._weight_step(st, y, others, cache)
                 for l, eta in steps.items():
                     self._prox(self.blocks[l][1], anchors[l], eta)
         return self.objective_parts(st, y)

@@ -24,6 +24,7 @@ __all__ = [
     "methods_for",
     "get_trainer",
     "describe_methods",
+    "get_data_parallel_trainer",
 ]
 
 _BCD = "liftinv.training.bcd"
@@ -31,6 +32,8 @@ _MINIBATCH = "liftinv.training.minibatch"
 _FTPROP = "liftinv.training.ftprop"
 _UNROLLED = "liftinv.training.unrolled"
 _BACKPROP = "liftinv.training.backprop"
+#: the data-parallel versions of the trainers (``fit(..., distributed="data")``)
+_DATA_PARALLEL = "liftinv.training.distributed"
 #: modules whose trainers train any ``nn.Module`` (the rest need a network ``lift`` accepts, hard-threshold
 #: units, or an unrolled network)
 _ANY_NETWORK = (_BACKPROP,)
@@ -154,3 +157,16 @@ def get_trainer(method: str, model: nn.Module | None = None) -> type:
         if applies_to is None or (model is not None and applies_to(model)):
             return cls
     raise ValueError(f"method {method!r} has no implementation for {type(model).__name__}")
+
+
+def get_data_parallel_trainer(method: str, model: nn.Module | None = None) -> type:
+    """The data-parallel trainer class of ``method`` for ``model`` (``fit(..., distributed="data")``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown method, or one without a data-parallel version (see
+        :mod:`liftinv.training.distributed`).
+    """
+    base = get_trainer(method, model)
+    return importlib.import_module(_DATA_PARALLEL).data_parallel_class(base)

@@ -1,0 +1,173 @@
+"""Data-parallel training (``fit(..., distributed="data")``) on 2 gloo ranks on localhost.
+
+One :func:`~liftinv.training.distributed.launch` (spawned processes, one torch thread each) runs every
+2-rank scenario in sequence and returns the weights; the tests compare them with single-process runs:
+(a) each data-parallel method ends with the single-process weights (1e-5 relative), (b) a rank that dies
+after epoch 1 makes rank 0 raise a clear ``RuntimeError`` within the process group's timeout, (c) checkpoints
+move between 2 ranks and 1 rank. The launch is bounded by ``LAUNCH_TIMEOUT_S`` (collectives) and by the
+wall-clock guard of the fixture.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import torch
+
+from liftinv.models import mlp
+from liftinv.training import fit
+from liftinv.training.distributed import check_split, launch, rank_part
+
+#: the methods with a data-parallel version (backprop-adam runs through DistributedDataParallel)
+METHODS = ["bregman-isgm", "mac-isgm", "bregman-bcd", "mac-bcd", "fenchel-bcd", "backprop-adam"]
+#: methods whose checkpoints are moved between world sizes (ISGM: replicated state; BCD: gathered states)
+CHECKPOINTED = ["bregman-isgm", "bregman-bcd"]
+#: timeout of the process group in the 2-rank runs: a lost rank must be reported within it
+LAUNCH_TIMEOUT_S = 10.0
+EPOCHS, BATCH = 2, 16
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(64, 16, generator=g), torch.randint(0, 10, (64,), generator=g)
+
+
+def _train(method, *, epochs=EPOCHS, batch_size=BATCH, distributed=None, checkpoint=None, **extra):
+    """Weights of a 16-12-10 MLP after ``fit`` (the same initialisation in every process)."""
+    torch.manual_seed(1)
+    model = mlp([16, 12, 10])
+    fit(
+        model,
+        _data(),
+        method=method,
+        epochs=epochs,
+        batch_size=batch_size,
+        progress=False,
+        distributed=distributed,
+        checkpoint=checkpoint,
+        **extra,
+    )
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class _DieAfterFirstEpoch:
+    """A metric (called by ``fit`` after each epoch) that kills rank 1 after the first epoch."""
+
+    def __call__(self, model, X, Y):
+        if torch.distributed.get_rank() == 1:
+            os._exit(0)  # abrupt: no clean-up, its sockets close (exit code 0 so launch() keeps rank 0)
+        return 0.0
+
+
+def _error_of(call):
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - the test reads the message
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _two_rank_scenarios(folder):
+    """Everything the 2 ranks do, in order; returns rank-local results (rank 1 dies at the end)."""
+    rank = torch.distributed.get_rank()
+    out = {"weights": {m: _train(m, distributed="data") for m in METHODS}}
+    for m in CHECKPOINTED:
+        # (c) 2 ranks write after epoch 1 (rank 0 writes) ...
+        _train(m, epochs=1, distributed="data", checkpoint=os.path.join(folder, f"{m}.two.pt"))
+        # ... and 2 ranks resume a 1-rank checkpoint for epoch 2
+        out[f"resumed:{m}"] = _train(m, distributed="data", checkpoint=os.path.join(folder, f"{m}.one.pt"))
+    out["mismatch"] = _error_of(lambda: _train("bregman-isgm", epochs=1 + rank, distributed="data"))
+    out["small_batch"] = _error_of(lambda: _train("bregman-isgm", distributed="data", batch_size=63))
+    torch.save(out, os.path.join(folder, f"rank{rank}.pt"))  # rank 1 dies below: its results go to a file
+    # (b) rank 1 dies after epoch 1; rank 0 must raise within the timeout
+    start = time.perf_counter()
+    out["lost"] = _error_of(lambda: _train("bregman-isgm", distributed="data", metric=_DieAfterFirstEpoch()))
+    out["lost_after_s"] = time.perf_counter() - start
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("ddp"))
+    for m in CHECKPOINTED:  # 1-rank checkpoints after epoch 1, for the 2-rank resume
+        _train(m, epochs=1, checkpoint=os.path.join(folder, f"{m}.one.pt"))
+    start = time.perf_counter()
+    results = launch(_two_rank_scenarios, 2, folder, timeout_s=LAUNCH_TIMEOUT_S, num_threads=1)
+    return {"folder": folder, "ranks": results, "wall": time.perf_counter() - start}
+
+
+@pytest.fixture(scope="module")
+def single_process():
+    return {m: _train(m) for m in METHODS}
+
+
+def _assert_close(got, ref, what):
+    for k in ref:
+        rel = float((got[k] - ref[k]).norm() / ref[k].norm().clamp(min=1e-12))
+        assert rel <= 1e-5, f"{what}: {k} differs from the single-process run by {rel:.2e} (relative)"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_data_parallel_weights_equal_single_process(two_ranks, single_process, method):
+    rank0 = two_ranks["ranks"][0]["weights"][method]
+    _assert_close(rank0, single_process[method], method)
+
+
+def test_ranks_end_with_bitwise_equal_weights(two_ranks):
+    assert two_ranks["ranks"][1] is None  # rank 1 died in the last scenario: its results are in a file
+    rank0, rank1 = (torch.load(os.path.join(two_ranks["folder"], f"rank{r}.pt")) for r in (0, 1))
+    for method in METHODS:
+        for k, v in rank0["weights"][method].items():
+            assert torch.equal(v, rank1["weights"][method][k]), f"{method}: {k} differs between the ranks"
+
+
+@pytest.mark.parametrize("method", CHECKPOINTED)
+def test_two_rank_checkpoint_resumes_on_one_rank(two_ranks, single_process, method):
+    resumed = _train(method, checkpoint=os.path.join(two_ranks["folder"], f"{method}.two.pt"))
+    _assert_close(resumed, single_process[method], f"{method} (2-rank checkpoint, resumed on 1 rank)")
+
+
+@pytest.mark.parametrize("method", CHECKPOINTED)
+def test_one_rank_checkpoint_resumes_on_two_ranks(two_ranks, single_process, method):
+    _assert_close(
+        two_ranks["ranks"][0][f"resumed:{method}"],
+        single_process[method],
+        f"{method} (1-rank checkpoint, resumed on 2 ranks)",
+    )
+
+
+def test_lost_rank_raises_within_the_timeout(two_ranks):
+    rank0 = two_ranks["ranks"][0]
+    assert rank0["lost"] is not None and rank0["lost"].startswith("RankLostError: rank 1 lost:"), rank0[
+        "lost"
+    ]
+    assert rank0["lost_after_s"] < LAUNCH_TIMEOUT_S + 5.0
+
+
+def test_mismatched_configuration_raises_on_every_rank(two_ranks):
+    message = two_ranks["ranks"][0]["mismatch"]
+    assert message is not None and "disagree on the configuration" in message and "epochs" in message
+
+
+def test_a_rank_without_samples_is_refused(two_ranks):
+    # batch_size=63: the last mini-batch has 1 sample for 2 ranks
+    for r in (0, 1):
+        message = torch.load(os.path.join(two_ranks["folder"], f"rank{r}.pt"))["small_batch"]
+        assert message.startswith("ValueError: batch_size=63") and "world size 2" in message, message
+    with pytest.raises(ValueError, match="batch_size=63.*world size 2"):
+        check_split(64, 63, 2)
+    check_split(64, 16, 4)
+
+
+def test_rank_parts_cover_the_batch_in_order():
+    idx = torch.randperm(13)
+    assert torch.equal(torch.cat([rank_part(idx, r, 3) for r in range(3)]), idx)
+
+
+def test_fit_refuses_data_parallel_without_a_process_group():
+    with pytest.raises(ValueError, match="initialised torch.distributed process group"):
+        _train("bregman-isgm", distributed="data")
+    with pytest.raises(ValueError, match="distributed must be None or 'data'"):
+        _train("bregman-isgm", distributed="layers")
