@@ -25,7 +25,16 @@ from .images import (
     load_image,
     to_gray_float,
 )
-from .measurements import MeasurementDataset
+from .measurements import (
+    MEASUREMENT_EXTENSIONS,
+    MeasurementDataset,
+    discrepancy_alpha,
+    estimate_noise,
+    load_measurements,
+    load_operator,
+    save_measurements,
+    save_operator_config,
+)
 from .phantoms import PHANTOM_KINDS, SHEPP_LOGAN_ELLIPSES, ellipse_phantom, random_phantoms, shepp_logan
 from .preprocessing import extract_patches, train_test_split
 from .streams import EllipseStream, ellipse_set
@@ -51,6 +60,13 @@ __all__ = [
     "extract_patches",
     "train_test_split",
     "MeasurementDataset",
+    "MEASUREMENT_EXTENSIONS",
+    "save_measurements",
+    "load_measurements",
+    "save_operator_config",
+    "load_operator",
+    "estimate_noise",
+    "discrepancy_alpha",
     "EllipseStream",
     "ellipse_set",
 ]

@@ -16,6 +16,7 @@ liftinv.unrolled.save_model, liftinv.unrolled.load_model : unrolled networks (we
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
@@ -24,7 +25,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["load_torch_file", "save_torch_file", "save_text_file", "user_cache_dir", "UnsafeFileError"]
+__all__ = [
+    "load_torch_file",
+    "save_bytes_file",
+    "save_torch_file",
+    "save_text_file",
+    "user_cache_dir",
+    "UnsafeFileError",
+]
 
 
 class UnsafeFileError(ValueError):
@@ -97,11 +105,12 @@ def load_torch_file(path: str | os.PathLike, what: str = "file") -> Any:
         raise UnsafeFileError(f"{what} {str(path)!r} is refused: {_reason(path, exc)}") from None
 
 
-def save_torch_file(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)`` atomically: a temporary file in the same folder, then renamed over ``path``.
+def save_bytes_file(payload: bytes, path: str | os.PathLike) -> Path:
+    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder (created if needed), then
+    renamed over ``path``; on any failure the temporary file is removed and ``path`` is untouched.
 
-    The folder is created if needed; on any failure the temporary file is removed and ``path`` is untouched.
-    Returns ``Path(path)``.
+    The one atomic writer of liftinv: :func:`save_torch_file`, :func:`save_text_file` and the measurement
+    writers of :mod:`liftinv.datasets.measurements` go through it. Returns ``Path(path)``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,28 +118,25 @@ def save_torch_file(obj: Any, path: str | os.PathLike) -> Path:
     try:
         _default_permissions(tmp)
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            f.write(payload)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_torch_file(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)`` atomically (:func:`save_bytes_file`); ``path`` is untouched when ``obj``
+    cannot be saved. Returns ``Path(path)``."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return save_bytes_file(buffer.getvalue(), path)
 
 
 def save_text_file(text: str, path: str | os.PathLike) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically, as :func:`save_torch_file` does. Returns ``Path(path)``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        _default_permissions(tmp)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`save_bytes_file`). Returns ``Path(path)``."""
+    return save_bytes_file(text.encode("utf-8"), path)
 
 
 def user_cache_dir() -> Path:

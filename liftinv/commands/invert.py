@@ -54,7 +54,7 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     Returns
     -------
     argparse.ArgumentParser
-        The sub-command's parser (errors are reported in one line, exit status 2).
+        The sub-command's parser (errors are reported in one line, exit status 1).
     """
     parser = subparsers.add_parser(
         name,
@@ -119,6 +119,43 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
 
 class InvertError(ValueError):
     """Bad input for ``liftinv invert`` (reported as one line)."""
+
+
+#: bytes per weight of the perceptron (float32; float64 with --double is checked at 8)
+_WEIGHT_BYTES = 4
+
+
+def _check_out(out: str) -> None:
+    """Refuse an ``--out`` figure that could not be written, before any work: an existing folder, a folder
+    that does not exist (or is a file), or a file type matplotlib cannot write."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if os.path.isdir(out):
+        raise InvertError(f"--out {out!r} is a folder; expected a figure file name (e.g. inversion.png)")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
+        raise InvertError(f"--out {out!r}: the folder {folder} {what}")
+    suffix = os.path.splitext(out)[1].lower().lstrip(".")
+    types = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in types:
+        raise InvertError(
+            f"--out {out!r}: cannot write a .{suffix} figure; expected one of {', '.join(types)}"
+        )
+
+
+def _check_perceptron_size(image_size: int, features: int, double: bool) -> None:
+    """Refuse a perceptron whose weights (``features x image_size^2``) would not fit in the memory available
+    now, before it is built."""
+    from liftinv.operators.registry import available_memory, format_bytes
+
+    needed = features * image_size**2 * (2 * _WEIGHT_BYTES if double else _WEIGHT_BYTES)
+    free = available_memory()
+    if free is not None and needed > free:
+        raise InvertError(
+            f"--image-size {image_size} with --features {features} would need about {format_bytes(needed)} "
+            f"for the perceptron's weights; this machine has {format_bytes(free)} available"
+        )
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
@@ -357,6 +394,10 @@ def run(args: argparse.Namespace) -> int:
         raise InvertError(f"--alpha must be >= 0, got {args.alpha}")
     if args.image_size < 4 or args.features < 1:
         raise InvertError("--image-size must be >= 4 and --features >= 1")
+    if args.model == "perceptron":
+        _check_perceptron_size(args.image_size, args.features, args.double)
+    if args.out:
+        _check_out(args.out)
 
     import torch
 

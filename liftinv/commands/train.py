@@ -13,7 +13,9 @@ Learned Primal-Dual (test: a fixed seeded ellipse set); otherwise the bundled im
 Prints the test PSNR and writes one model file (weights + configuration + operator description) for
 ``liftinv reconstruct --model denoise.pt`` / :func:`liftinv.unrolled.load_model`; networks of blur,
 inpainting and denoising reconstruct images of any size. A checkpoint ``<out>.ckpt`` is written after every
-epoch; rerunning the same command resumes from it (``--restart`` ignores it).
+epoch, with the settings of the run next to it (``<out>.ckpt.json``); rerunning the same command resumes from
+it, and a checkpoint of another run (task, operator, network, sizes, data, seed or method) is refused in one
+line naming the differences (``--restart`` deletes it, once the arguments are checked, and starts over).
 """
 
 from __future__ import annotations
@@ -147,7 +149,11 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     p.add_argument("--batch-size", type=int, default=None, help="mini-batch size")
     p.add_argument("--lr", type=float, default=None, help="learning rate / initial weight step")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over: delete an existing checkpoint <out>.ckpt (once the arguments are checked)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
@@ -166,6 +172,31 @@ def _check_folder(flag: str, folder: str, minimum: int) -> None:
         )
 
 
+#: bytes per pixel of the training pairs (float32 image and measurement)
+_PAIR_BYTES_PER_PIXEL = 8
+
+
+def _check_sizes(args: argparse.Namespace) -> None:
+    """Refuse an ``--image-size`` above the operators' limit, or an ``--image-size`` / ``--n-train`` whose
+    training pairs and operator would not fit in the memory available now (before any image is read)."""
+    from liftinv.operators.registry import ALIASES, MAX_SIDE, available_memory, estimate_bytes, format_bytes
+    from liftinv.unrolled.tasks import get_task
+
+    side = args.image_size
+    if side > MAX_SIDE:
+        raise ValueError(f"--image-size: expected an int <= {MAX_SIDE}, got {side}")
+    task = get_task(args.task)
+    key = ALIASES.get(task.operator, task.operator)
+    operator_bytes, what = estimate_bytes(key, (1, side, side), task.operator_kwargs)
+    needed = operator_bytes + _PAIR_BYTES_PER_PIXEL * args.n_train * side * side
+    free = available_memory()
+    if free is not None and needed > free:
+        raise ValueError(
+            f"--image-size {side} with --n-train {args.n_train} would need at least {format_bytes(needed)} (the "
+            f"training pairs; the operator: {what}); this machine has {format_bytes(free)} available"
+        )
+
+
 def _validate(args: argparse.Namespace) -> dict[str, Any]:
     """Check the arguments (before anything is read or written); returns the network flags' constructor
     arguments (the network checks their values when it is built: :func:`_model`)."""
@@ -181,6 +212,7 @@ def _validate(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--image-size: expected an int >= 8, got {args.image_size}")
     if args.n_train < 1:
         raise ValueError(f"--n-train: expected a positive int, got {args.n_train}")
+    _check_sizes(args)
     for flag, v in (
         ("--iterations", args.iterations),
         ("--channels", args.channels),
@@ -196,9 +228,12 @@ def _validate(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--kernel-size: expected an odd positive int, got {args.kernel_size}")
     if args.lr is not None and not args.lr > 0:
         raise ValueError(f"--lr: expected a number > 0, got {args.lr}")
+    if os.path.isdir(args.out):
+        raise ValueError(f"--out: {args.out} is a folder; expected a model file name (e.g. model.pt)")
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
-        raise FileNotFoundError(f"--out: the folder {out_dir} does not exist")
+        what = "is a file, not a folder" if os.path.exists(out_dir) else "does not exist"
+        raise FileNotFoundError(f"--out: the folder {out_dir} {what}")
     if args.images is not None:
         _check_folder("--images", args.images, 1 if args.test_images is not None else 2)
     if args.test_images is not None:
@@ -279,6 +314,7 @@ def run(args: argparse.Namespace) -> int:
 
     from liftinv.metrics import psnr as psnr_per_image
     from liftinv.unrolled import resolve_method, save_model, train
+    from liftinv.unrolled.train import CheckpointMismatchError
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -289,20 +325,26 @@ def run(args: argparse.Namespace) -> int:
     print(_data_line(data, args), flush=True)
     resumed = os.path.exists(checkpoint) and not args.restart
     start = time.perf_counter()
-    model, history, data = train(
-        args.task,
-        args.arch,
-        args.method,
-        epochs=args.epochs,
-        seed=args.seed,
-        device=args.device,
-        data=data,
-        checkpoint=checkpoint,
-        resume=not args.restart,
-        progress=not args.no_progress,
-        model=model,
-        **options,
-    )
+    try:
+        model, history, data = train(
+            args.task,
+            args.arch,
+            args.method,
+            epochs=args.epochs,
+            seed=args.seed,
+            device=args.device,
+            data=data,
+            checkpoint=checkpoint,
+            resume=not args.restart,
+            progress=not args.no_progress,
+            model=model,
+            **options,
+        )
+    except CheckpointMismatchError as exc:
+        raise ValueError(
+            f"--out {args.out}: its checkpoint {exc.checkpoint} belongs to another run ({exc.differences}); "
+            "pass another --out, or --restart to delete the checkpoint and start over"
+        ) from None
     seconds = time.perf_counter() - start
     y_test, x_test = data.test
     with torch.no_grad():

@@ -244,6 +244,61 @@ def build_model(arch: str, activation: str, hidden: str, image_shape, n_classes:
     raise ValueError(f"--arch must be 'mlp' or 'conv', got {arch!r}")
 
 
+def _check_method(method: str) -> None:
+    """Refuse a ``--method`` that cannot train a classifier (before anything is read or written); a method of
+    ``liftinv train`` only (unrolled networks) is named as such."""
+    from liftinv.training.registry import methods_for
+
+    accepted = methods_for("classifier")
+    if method in accepted:
+        return
+    from liftinv.unrolled.train import METHOD_ALIASES
+
+    hint = (
+        " (it trains unrolled networks: liftinv train --method ...)"
+        if method in (*METHOD_ALIASES, *methods_for("unrolled"))
+        else ""
+    )
+    raise ValueError(
+        f"--method must be one of {', '.join(accepted)} (the methods that train classifiers); got "
+        f"{method!r}{hint}"
+    )
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot be the output folder (an existing file, or a path through a file)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file; expected a folder (it is created if needed)")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--out {str(out)!r}: {parent} is a file, not a folder")
+
+
+def _check_training(args, model, images, labels, options: dict) -> None:
+    """Check what :func:`liftinv.training.fit` would refuse (the device, the method for this network and
+    activation, the method's options) before anything is written or deleted: the trainer is built once on a
+    copy of the network, as ``fit`` builds it."""
+    import copy
+
+    from liftinv.training import resolve_device
+    from liftinv.training.registry import get_trainer
+
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        raise ValueError(f"--device: {exc}") from None
+    trainer_class = get_trainer(args.method, model)
+    try:
+        trainer_class(copy.deepcopy(model), images, labels, loss=args.loss, seed=args.seed, **options)
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        raise ValueError(f"--method {args.method} does not take the options {given}: {exc}") from None
+
+
 def _plot(history, path: Path, title: str) -> None:
     import matplotlib
 
@@ -283,16 +338,11 @@ def run(args) -> int:
 
     from liftinv.files import save_text_file, save_torch_file
     from liftinv.training import accuracy, fit, load_checkpoint
-    from liftinv.training.registry import methods_for
 
-    # every check of the input comes before anything is written to --out
+    # every check of the input comes before anything is written to (or deleted from) --out
     if not args.out:
         raise ValueError("--out DIR is required (the checkpoint, model, history and loss plot go there)")
-    if args.method not in methods_for("classifier"):
-        raise ValueError(
-            f"--method must be one of {', '.join(methods_for('classifier'))} (the methods that train "
-            f"classifiers); got {args.method!r}"
-        )
+    _check_method(args.method)
     if args.loss not in ("mse", "ce"):
         raise ValueError(f"--loss must be 'mse' or 'ce', got {args.loss!r}")
     if args.epochs < 0:
@@ -301,6 +351,7 @@ def run(args) -> int:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     options = _options(args)
     out = Path(args.out).expanduser()
+    _check_out(out)
     config = {
         "method": args.method,
         "activation": args.activation,
@@ -337,6 +388,8 @@ def run(args) -> int:
     model = build_model(args.arch, args.activation, args.hidden, tuple(Xtr.shape[1:]), n_classes)
     config["n_classes"] = n_classes
     config["input_shape"] = list(Xtr.shape[1:])
+    _check_training(args, model, Xtr, Ytr, options)
+    # all checks passed: from here on --out is written (and with --fresh its checkpoint deleted)
     out.mkdir(parents=True, exist_ok=True)
     if args.fresh:
         checkpoint.unlink(missing_ok=True)

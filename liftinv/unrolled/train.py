@@ -6,12 +6,15 @@ Wang & Benning, JMLR 24(232), 2023.
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from liftinv.files import save_text_file
 from liftinv.models import ARCHITECTURES, build_model
 from liftinv.training.unrolled import UNROLLED_METHODS
 from liftinv.unrolled.tasks import Task, TaskData, get_task, make_task_data
@@ -25,6 +28,10 @@ __all__ = [
     "data_sources",
     "build_model",
     "train",
+    "CheckpointMismatchError",
+    "run_settings",
+    "settings_path",
+    "check_checkpoint",
 ]
 
 
@@ -120,6 +127,136 @@ def data_sources(
     return {k: v for k, v in kw.items() if v is not None}
 
 
+class CheckpointMismatchError(ValueError):
+    """A training checkpoint written by a run with other settings (task, operator, network, sizes, data, seed
+    or method) than the run that would resume it.
+
+    Attributes
+    ----------
+    checkpoint : str
+        The checkpoint file.
+    differences : str
+        The differing settings in words, e.g. ``"seed: 0 in the checkpoint, 1 now"``.
+    """
+
+    def __init__(self, checkpoint: str, differences: str, remedy: str) -> None:
+        self.checkpoint = checkpoint
+        self.differences = differences
+        super().__init__(f"checkpoint {checkpoint!r} belongs to another run ({differences}); {remedy}")
+
+
+def settings_path(checkpoint: str | os.PathLike) -> Path:
+    """The file next to a checkpoint that holds the settings of its run: ``<checkpoint>.json``."""
+    return Path(f"{os.fspath(checkpoint)}.json")
+
+
+def run_settings(task: Task, arch: str, method: str, seed: int, data: TaskData, model: nn.Module) -> dict:
+    """The settings a checkpoint must share with the run that resumes it (JSON-ready).
+
+    Task, operator description, architecture and network configuration, image size, number of training
+    samples, where the training and test images come from, seed and (registered) training method. Training
+    options (learning rate, batch size) and the number of epochs may change between runs.
+    """
+    config = model.config() if hasattr(model, "config") else {}
+    settings = {
+        "task": task.name,
+        "operator": data.operator.describe(),
+        "arch": arch,
+        "network": config,
+        "image_size": data.image_size,
+        "n_train": len(data.train[1]),
+        "train_data": data.train_source,
+        "test_data": data.test_source,
+        "seed": seed,
+        "method": resolve_method(method),
+    }
+    return json.loads(json.dumps(settings, default=str))
+
+
+#: settings chosen directly by the user; when one of them differs, the settings derived from it (operator,
+#: network configuration, data sources) are not listed as well
+_PRIMARY_SETTINGS = ("task", "arch", "image_size", "n_train", "seed", "method")
+
+
+def _differences(stored: dict, current: dict, prefix: str = "") -> list[str]:
+    """``"<setting>: <stored> in the checkpoint, <current> now"`` for each differing setting: only the
+    :data:`_PRIMARY_SETTINGS` when one of them differs; the keys of a nested dict (the operator description,
+    the network configuration) one by one when its ``name`` / ``arch`` is the same."""
+    keys = list(dict.fromkeys([*stored, *current]))
+    if not prefix and any(stored.get(k) != current.get(k) for k in _PRIMARY_SETTINGS):
+        keys = [k for k in keys if k in _PRIMARY_SETTINGS]
+    found = []
+    for key in keys:
+        old, new = stored.get(key), current.get(key)
+        same_kind = isinstance(old, dict) and isinstance(new, dict)
+        if same_kind and all(old.get(k) == new.get(k) for k in ("name", "arch")):
+            found += _differences(old, new, f"{prefix}{key} ")
+        elif old != new:
+            found.append(f"{prefix}{key}: {old!r} in the checkpoint, {new!r} now")
+    return found
+
+
+def _network_differences(stored_weights: dict, model: nn.Module) -> list[str]:
+    """The weights whose names or shapes differ between a checkpoint's network and ``model``."""
+    current = model.state_dict()
+    found = [f"weights {k} missing" for k in current if k not in stored_weights]
+    found += [f"unexpected weights {k}" for k in stored_weights if k not in current]
+    found += [
+        f"weights {k}: shape {list(stored_weights[k].shape)} in the checkpoint, {list(v.shape)} now"
+        for k, v in current.items()
+        if k in stored_weights
+        and hasattr(stored_weights[k], "shape")
+        and tuple(stored_weights[k].shape) != tuple(v.shape)
+    ]
+    return found
+
+
+def check_checkpoint(
+    checkpoint: str | os.PathLike,
+    settings: dict,
+    model: nn.Module,
+    remedy: str = "pass another checkpoint path, or resume=False to start over",
+) -> None:
+    """Refuse to resume a checkpoint of another run (before anything is trained or written).
+
+    Parameters
+    ----------
+    checkpoint : path
+        The checkpoint; nothing is checked when it does not exist.
+    settings : dict
+        :func:`run_settings` of the run that would resume it.
+    model : nn.Module
+        The network that would load its weights.
+    remedy : str
+        What the message tells the user to do.
+
+    Raises
+    ------
+    CheckpointMismatchError
+        When the settings stored next to the checkpoint (:func:`settings_path`) differ, naming each
+        difference; for a checkpoint without stored settings (written before they were stored, or by
+        :func:`liftinv.training.fit` directly), when its network's weights differ in names or shapes.
+    """
+    from liftinv.training import load_checkpoint
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        return
+    stored_path = settings_path(path)
+    if stored_path.is_file():
+        try:
+            stored = json.loads(stored_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise CheckpointMismatchError(
+                str(path), f"its settings file {stored_path} is not readable JSON", remedy
+            ) from None
+        found = _differences(stored, settings) if isinstance(stored, dict) else ["unreadable settings"]
+    else:
+        found = _network_differences(load_checkpoint(path)["model"], model)
+    if found:
+        raise CheckpointMismatchError(str(path), "; ".join(found), remedy)
+
+
 def train(
     task: str | Task = "deblur",
     arch: str = "proxgrad",
@@ -154,7 +291,9 @@ def train(
         A short alias (``backprop``, ``mac``: :data:`METHOD_ALIASES`) or a registered ``fit`` method that
         trains unrolled networks (:func:`liftinv.training.registry.methods_for` ``("unrolled")``).
     epochs, seed, device, checkpoint, resume, progress
-        As for :func:`liftinv.training.fit`.
+        As for :func:`liftinv.training.fit`. A checkpoint resumes only a run with the same settings
+        (:func:`run_settings`, stored next to it in ``<checkpoint>.json``); with ``resume=False`` an existing
+        checkpoint is deleted once the arguments are checked, just before training starts.
     data : TaskData, optional
         Pre-built data (default :func:`make_task_data` with ``image_size``, ``n_train``, ``image_folder``,
         ``train_images``, ``test_images`` and ``seed``).
@@ -174,8 +313,14 @@ def train(
     Returns
     -------
     (model, history, data)
+
+    Raises
+    ------
+    CheckpointMismatchError
+        When ``resume`` and ``checkpoint`` belongs to a run with other settings (nothing is changed).
     """
     from liftinv.training import fit
+    from liftinv.training.registry import get_trainer
 
     task = get_task(task)
     if arch not in ARCHITECTURES:
@@ -199,18 +344,32 @@ def train(
     if fit_method in UNROLLED_METHODS:
         opts.update(LIFTED_ARCH_OPTIONS.get(arch, {}))
     opts.update(options)
-    history = fit(
-        model,
-        data.train,
-        method=fit_method,
-        epochs=epochs,
-        test=data.test,
-        metric="psnr",
-        seed=seed,
-        device=device,
-        checkpoint=checkpoint,
-        resume=resume,
-        progress=progress,
-        **opts,
-    )
+    if checkpoint is not None:
+        get_trainer(fit_method, model)  # a method without an implementation for this network: refused first
+        settings = run_settings(task, arch, fit_method, seed, data, model)
+        if resume:
+            check_checkpoint(checkpoint, settings, model)
+        else:
+            Path(checkpoint).unlink(missing_ok=True)
+        if epochs > 0:
+            save_text_file(json.dumps(settings, indent=1), settings_path(checkpoint))
+    try:
+        history = fit(
+            model,
+            data.train,
+            method=fit_method,
+            epochs=epochs,
+            test=data.test,
+            metric="psnr",
+            seed=seed,
+            device=device,
+            checkpoint=checkpoint,
+            resume=resume,
+            progress=progress,
+            **opts,
+        )
+    except BaseException:
+        if checkpoint is not None and not Path(checkpoint).exists():  # no epoch ended: leave no settings file
+            settings_path(checkpoint).unlink(missing_ok=True)
+        raise
     return model, history, data
