@@ -27,6 +27,7 @@ RANKS = {
     "liftinv.inversion": 6,
     "liftinv.commands": 7,
     "liftinv.cli": 7,
+    "liftinv.__main__": 8,  # the entry point of python -m liftinv: imports the CLI
 }
 #: modules allowed to load modules by a string name (the lazy public facade, the CLI's command table,
 #: the training method registry)

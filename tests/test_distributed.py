@@ -169,5 +169,5 @@ def test_rank_parts_cover_the_batch_in_order():
 def test_fit_refuses_data_parallel_without_a_process_group():
     with pytest.raises(ValueError, match="initialised torch.distributed process group"):
         _train("bregman-isgm", distributed="data")
-    with pytest.raises(ValueError, match="distributed must be None or 'data'"):
-        _train("bregman-isgm", distributed="layers")
+    with pytest.raises(ValueError, match="distributed must be None, 'data' or 'layers'"):
+        _train("bregman-isgm", distributed="model")

@@ -111,6 +111,21 @@ def add_parser(subparsers, name: str, help_: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument(
+        "--distributed",
+        choices=("data", "layers"),
+        default=None,
+        help="train on the ranks of torchrun (torchrun --nproc-per-node N -m liftinv train-classifier ... "
+        "--distributed data): 'data' splits the samples, 'layers' the layers (bregman-bcd, mac-bcd, "
+        "fenchel-bcd on MLPs); rank 0 prints and writes --out",
+    )
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="with --distributed: how long a rank waits for the others before failing (default 300)",
+    )
+    p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -276,6 +291,52 @@ def _check_out(out: Path) -> None:
         raise ValueError(f"--out {str(out)!r}: {parent} is a file, not a folder")
 
 
+#: the environment variables torchrun sets in every rank (init_process_group's env:// rendezvous)
+_TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _check_distributed(args) -> None:
+    """Refuse ``--distributed`` outside torchrun (one line saying how to launch) and a bad timeout."""
+    import os
+
+    if args.distributed is None:
+        return
+    missing = [v for v in _TORCHRUN_VARIABLES if v not in os.environ]
+    if missing:
+        raise ValueError(
+            f"--distributed {args.distributed} needs torchrun's environment ({', '.join(missing)} not set): "
+            f"launch with torchrun --nproc-per-node N -m liftinv train-classifier ... --distributed "
+            f"{args.distributed} (or python -m torch.distributed.run --nproc-per-node N -m liftinv ...)"
+        )
+    if not args.dist_timeout > 0:
+        raise ValueError(f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}")
+
+
+def _init_distributed(args) -> tuple[int, bool]:
+    """Initialise the process group from torchrun's environment (gloo on CPU, NCCL on CUDA).
+
+    Returns this process's rank and whether the group was created here (to be destroyed at the end). On
+    CUDA, rank r uses GPU ``LOCAL_RANK`` (``args.device`` becomes ``cuda:LOCAL_RANK``).
+    """
+    import os
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return dist.get_rank(), False
+    cuda = str(args.device).startswith("cuda")
+    if cuda:
+        local = int(os.environ["LOCAL_RANK"])
+        torch.cuda.set_device(local)
+        args.device = f"cuda:{local}"
+    dist.init_process_group(
+        backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=float(args.dist_timeout))
+    )
+    return dist.get_rank(), True
+
+
 def _check_training(args, model, images, labels, options: dict) -> None:
     """Check what :func:`liftinv.training.fit` would refuse (the device, the method for this network and
     activation, the method's options) before anything is written or deleted: the trainer is built once on a
@@ -290,6 +351,13 @@ def _check_training(args, model, images, labels, options: dict) -> None:
     except ValueError as exc:
         raise ValueError(f"--device: {exc}") from None
     trainer_class = get_trainer(args.method, model)
+    if args.distributed is not None:  # the method has a data- / layer-parallel version (a lookup only)
+        from liftinv.training.registry import get_data_parallel_trainer, get_layer_parallel_trainer
+
+        lookup = get_data_parallel_trainer if args.distributed == "data" else get_layer_parallel_trainer
+        lookup(args.method, model)
+        if args.distributed == "layers":
+            options = {"order": "parity", **options}  # the layer-parallel schedule
     try:
         trainer_class(copy.deepcopy(model), images, labels, loss=args.loss, seed=args.seed, **options)
     except TypeError as exc:
@@ -336,8 +404,7 @@ def run(args) -> int:
     """
     import torch
 
-    from liftinv.files import save_text_file, save_torch_file
-    from liftinv.training import accuracy, fit, load_checkpoint
+    from liftinv.training import load_checkpoint
 
     # every check of the input comes before anything is written to (or deleted from) --out
     if not args.out:
@@ -349,6 +416,7 @@ def run(args) -> int:
         raise ValueError(f"--epochs must be >= 0, got {args.epochs}")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    _check_distributed(args)
     options = _options(args)
     out = Path(args.out).expanduser()
     _check_out(out)
@@ -389,12 +457,38 @@ def run(args) -> int:
     config["n_classes"] = n_classes
     config["input_shape"] = list(Xtr.shape[1:])
     _check_training(args, model, Xtr, Ytr, options)
+    if args.distributed is None:
+        return _train_and_save(args, model, (Xtr, Ytr, Xte, Yte), options, config, out, rank=0)
+    import torch.distributed as dist
+
+    rank, created = _init_distributed(args)
+    try:
+        return _train_and_save(args, model, (Xtr, Ytr, Xte, Yte), options, config, out, rank=rank)
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def _train_and_save(args, model, data, options: dict, config: dict, out: Path, *, rank: int) -> int:
+    """Train with :func:`liftinv.training.fit` and write --out (rank 0 only when distributed)."""
+    from liftinv.files import save_text_file, save_torch_file
+    from liftinv.training import accuracy, fit
+
+    Xtr, Ytr, Xte, Yte = data
+    checkpoint, cfg_path = out / "checkpoint.pt", out / "config.json"
     # all checks passed: from here on --out is written (and with --fresh its checkpoint deleted)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.fresh:
-        checkpoint.unlink(missing_ok=True)
-    save_text_file(json.dumps(config, indent=1), cfg_path)
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        if args.fresh:
+            checkpoint.unlink(missing_ok=True)
+        save_text_file(json.dumps(config, indent=1), cfg_path)
+    if args.distributed is not None:
+        import torch.distributed as dist
+
+        dist.barrier()  # the other ranks read --out (the checkpoint to resume) once rank 0 has prepared it
+        if args.distributed == "layers":
+            options = {"order": "parity", **options}
+    progress = (sys.stderr.isatty() if args.progress is None else args.progress) and rank == 0
     t0 = time.perf_counter()
     history = fit(
         model,
@@ -407,9 +501,12 @@ def run(args) -> int:
         device=args.device,
         checkpoint=checkpoint,
         progress=progress,
+        distributed=args.distributed,
         **options,
     )
     elapsed = time.perf_counter() - t0
+    if rank != 0:  # every rank holds the trained model; rank 0 alone prints and writes
+        return 0
     model.eval()
     acc = accuracy(model, Xte, Yte)
     model_cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -228,7 +228,7 @@ def check_agreement(config: dict, comm: Communicator | None = None) -> None:
     if differ:
         keys = sorted({k for d in everyone for k in d if d.get(k) != everyone[0].get(k)})
         raise ValueError(
-            f"distributed='data': the ranks disagree on the configuration (ranks {differ} differ from rank 0 "
+            f"distributed training: the ranks disagree on the configuration (ranks {differ} differ from rank 0 "
             f"in {', '.join(keys)}); every rank must call fit with the same method, options, seed, epochs, "
             "loss and data"
         )

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from liftinv.files import load_torch_file, save_torch_file
 from liftinv.metrics import History, psnr
-from liftinv.training.registry import get_data_parallel_trainer, get_trainer
+from liftinv.training.registry import get_data_parallel_trainer, get_layer_parallel_trainer, get_trainer
 
 __all__ = [
     "History",
@@ -321,14 +321,18 @@ def fit(
         Written after every epoch; when ``resume`` and the file exists, training continues from it.
     progress : bool
         Show a tqdm bar.
-    distributed : {None, "data"}
+    distributed : {None, "data", "layers"}
         ``"data"``: data-parallel training (:mod:`liftinv.training.distributed`) on the ranks of an
         initialised ``torch.distributed`` process group (torchrun, or
         :func:`liftinv.training.distributed.launch`); every rank calls ``fit`` with the same arguments and
         data (checked: a mismatch raises the same ``ValueError`` on every rank), owns a contiguous part of
         each mini-batch (at least one sample each) and ends with the same weights; rank 0 writes the
         checkpoint, which resumes on any number of ranks. A lost rank raises ``RuntimeError`` ("rank N
-        lost: ...") on the others within the process group's timeout.
+        lost: ...") on the others within the process group's timeout. ``"layers"``: layer-parallel BCD
+        (:mod:`liftinv.training.layer_parallel`; ``bregman-bcd``, ``mac-bcd``, ``fenchel-bcd`` on MLPs,
+        at most one rank per layer, parity schedule): each rank owns consecutive layers (weights and
+        states) and ends every epoch with the full model; rank 0 writes the checkpoint, which resumes on
+        1 rank.
     **options
         Passed to the method's trainer (``lr``, ``batch_size``, ``lambdas``, ...).
 
@@ -344,17 +348,18 @@ def fit(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-    if distributed not in (None, "data"):
-        raise ValueError(f"distributed must be None or 'data', got {distributed!r}")
-    if distributed == "data":
+    if distributed not in (None, "data", "layers"):
+        raise ValueError(f"distributed must be None, 'data' or 'layers', got {distributed!r}")
+    if distributed is not None:
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()):
             raise ValueError(
-                "distributed='data' needs an initialised torch.distributed process group (torchrun, "
-                "torch.distributed.init_process_group, or liftinv.training.distributed.launch)"
+                f"distributed={distributed!r} needs an initialised torch.distributed process group "
+                "(torchrun, torch.distributed.init_process_group, or liftinv.training.distributed.launch)"
             )
-        trainer_cls = get_data_parallel_trainer(method, model)
+        lookup = get_data_parallel_trainer if distributed == "data" else get_layer_parallel_trainer
+        trainer_cls = lookup(method, model)
     else:
         trainer_cls = get_trainer(method, model)
     dev = resolve_device(device)
@@ -370,7 +375,7 @@ def fit(
     X = X.to(dev, dtype)
     Y = Y.to(dev) if not Y.is_floating_point() else Y.to(dev, dtype)
     writer = True  # this process writes the checkpoint (rank 0 when distributed)
-    if distributed == "data":
+    if distributed is not None:
         from torch.distributed import get_rank
 
         config = {"method": method, "epochs": epochs, "loss": loss, "seed": seed, "options": options}
@@ -389,7 +394,7 @@ def fit(
         trainer.load_state_dict(ck["trainer"])
         history = History.from_dict(ck["history"])
         start = int(ck["epoch"])
-    if distributed == "data":
+    if distributed is not None:
         trainer_cls.check_agreement({"resume_epoch": start})
     metric_name = metric if isinstance(metric, str) else ("custom" if callable(metric) else None)
     metric_name = metric_name or ("psnr" if Y.is_floating_point() else "accuracy")

@@ -25,6 +25,7 @@ __all__ = [
     "get_trainer",
     "describe_methods",
     "get_data_parallel_trainer",
+    "get_layer_parallel_trainer",
 ]
 
 _BCD = "liftinv.training.bcd"
@@ -34,6 +35,8 @@ _UNROLLED = "liftinv.training.unrolled"
 _BACKPROP = "liftinv.training.backprop"
 #: the data-parallel versions of the trainers (``fit(..., distributed="data")``)
 _DATA_PARALLEL = "liftinv.training.distributed"
+#: the layer-parallel versions of the BCD trainers (``fit(..., distributed="layers")``)
+_LAYER_PARALLEL = "liftinv.training.layer_parallel"
 #: modules whose trainers train any ``nn.Module`` (the rest need a network ``lift`` accepts, hard-threshold
 #: units, or an unrolled network)
 _ANY_NETWORK = (_BACKPROP,)
@@ -170,3 +173,16 @@ def get_data_parallel_trainer(method: str, model: nn.Module | None = None) -> ty
     """
     base = get_trainer(method, model)
     return importlib.import_module(_DATA_PARALLEL).data_parallel_class(base)
+
+
+def get_layer_parallel_trainer(method: str, model: nn.Module | None = None) -> type:
+    """The layer-parallel trainer class of ``method`` for ``model`` (``fit(..., distributed="layers")``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown method, or one without a layer-parallel version (see
+        :mod:`liftinv.training.layer_parallel`).
+    """
+    base = get_trainer(method, model)
+    return importlib.import_module(_LAYER_PARALLEL).layer_parallel_class(base)
