@@ -13,7 +13,12 @@ Adjoint convention: ODL's ``op.adjoint`` is the adjoint for the *weighted* inner
 
 ODL is imported lazily (``import odl`` sets ``SCIPY_ARRAY_API=1`` for the whole process). Note ODL 1.0's
 tomography lives in ``odl.applications.tomo``; its scikit-image backend (parallel 2-D only) has an
-adjoint about 5% off, astra (``pip install "liftinv[fanbeam]"``) has an exact one and fan beams.
+adjoint about 5% off, astra (``pip install "liftinv[astra]"``) has an exact one and fan beams.
+
+Dtypes: ODL computes in its spaces' dtype; :func:`odl_ray_transform` builds float32 spaces for astra (ASTRA's
+CPU projectors link only float32 buffers: astra-toolbox 2.5 refuses float64 with "Failed to link dlpack
+array: Data must be float32"), float64 ones otherwise. The wrapper casts its input to the domain's dtype and
+its result back to the input's dtype and device, so ``A`` and ``A_adjoint`` accept any float tensor.
 """
 
 from __future__ import annotations
@@ -67,6 +72,11 @@ def _space_shape(space: Any) -> tuple[int, ...]:
     return tuple(int(s) for s in space.zero().asarray().shape)
 
 
+def _space_dtype(space: Any) -> torch.dtype:
+    """The torch dtype of the arrays of ``space`` (what ODL computes in; float32 for astra)."""
+    return torch.from_numpy(np.zeros(1, dtype=space.zero().asarray().dtype)).dtype
+
+
 class _OdlMap:
     """A linear ODL map with NumPy in/out and its Euclidean adjoint (rescaled ODL adjoint)."""
 
@@ -74,6 +84,8 @@ class _OdlMap:
         self.operator = operator
         self.in_shape = _space_shape(operator.domain)
         self.out_shape = _space_shape(operator.range)
+        self.in_dtype = _space_dtype(operator.domain)
+        self.out_dtype = _space_dtype(operator.range)
         self._adjoint: Any = None
         self._adjoint_scale = 1.0
         if need_adjoint:
@@ -95,8 +107,10 @@ class _OdlMap:
 
     def apply_batch(self, x: Tensor, adjoint: bool) -> Tensor:
         in_shape, out_shape = (self.out_shape, self.in_shape) if adjoint else (self.in_shape, self.out_shape)
+        in_dtype = self.out_dtype if adjoint else self.in_dtype
         lead = x.shape[: x.dim() - len(in_shape)]
-        flat = x.detach().to("cpu", torch.float64).reshape(-1, *in_shape).numpy()
+        # in the space's own dtype, so that ODL does not copy (and astra links float32 buffers)
+        flat = x.detach().to("cpu", in_dtype).contiguous().reshape(-1, *in_shape).numpy()
         outputs = [self.apply(sample, adjoint) for sample in flat]
         stacked = np.stack(outputs) if outputs else np.zeros((0, *out_shape))
         return torch.from_numpy(stacked).to(device=x.device, dtype=x.dtype).reshape(*lead, *out_shape)
@@ -226,7 +240,7 @@ def from_odl(
     -------
     OdlOperator
         ``A``/``A_adjoint`` accept ``[B, C, H, W]`` / ``[B, C, *range_shape]`` of any float dtype and
-        device (ODL runs on the CPU in float64 buffers; results come back in the input's dtype/device).
+        device (ODL runs on the CPU in its spaces' dtype; results come back in the input's dtype/device).
         ``describe()`` records the ODL operator's repr but cannot rebuild it (``make_operator`` refuses).
 
     Raises
@@ -265,7 +279,8 @@ def odl_ray_transform(
     Parameters
     ----------
     image_size : int
-        Side ``n`` of the square image (``uniform_discr([-1, -1], [1, 1], (n, n))``, float64).
+        Side ``n`` of the square image (``uniform_discr([-1, -1], [1, 1], (n, n))``; float32 for an astra
+        ``impl``, whose CPU projectors take only float32 buffers, float64 otherwise).
     angles : int, default 30
         Number of angles (ODL's default spread over the geometry's angle range).
     geometry : {"parallel", "fan"}, default "parallel"
@@ -297,9 +312,10 @@ def odl_ray_transform(
     if (geometry == "fan" or impl.startswith("astra")) and not tomo.ASTRA_AVAILABLE:
         raise ImportError(
             f"odl_ray_transform: geometry={geometry!r} with impl={impl!r} needs astra-toolbox, which is not "
-            'installed: pip install "liftinv[fanbeam]"'
+            'installed: pip install "liftinv[astra]"'
         )
-    space = odl.uniform_discr([-1, -1], [1, 1], (image_size, image_size), dtype="float64")
+    dtype = "float32" if impl.startswith("astra") else "float64"
+    space = odl.uniform_discr([-1, -1], [1, 1], (image_size, image_size), dtype=dtype)
     if geometry == "parallel":
         geom = tomo.parallel_beam_geometry(space, num_angles=angles)
     else:

@@ -7,11 +7,11 @@ import os
 from collections.abc import Callable, Sized
 from typing import Any
 
+from .astra import make_tomography
 from .base import LinearOperator, normalize_image_size
 from .blur import Blur
 from .denoising import Denoising
 from .inpainting import Inpainting
-from .tomography import Tomography
 
 __all__ = [
     "OPERATORS",
@@ -27,7 +27,7 @@ __all__ = [
 #: operator name -> factory ``(image_size, **parameters) -> LinearOperator``
 OPERATORS: dict[str, Callable[..., LinearOperator]] = {
     "blur": Blur,
-    "tomography": Tomography,
+    "tomography": make_tomography,  # backend="torch" (Tomography, default) or "astra" (AstraTomography)
     "inpainting": Inpainting,
     "denoising": Denoising,
 }
@@ -150,8 +150,9 @@ def make_operator(name: str, image_size: int | tuple[int, ...], **kwargs: Any) -
     """Build a forward operator by name.
 
     Defaults: ``"blur"`` Gaussian with sigma 2 and circular boundary, ``"tomography"`` 30 angles over
-    [0, 180) degrees, ``"inpainting"`` random pixel mask with keep rate 0.5 (seed 0), ``"denoising"`` the
-    identity. ``make_operator(**op.describe())`` rebuilds ``op``.
+    [0, 180) degrees, parallel beam on the torch backend (``backend="astra"``, ``geometry="fan"``: ASTRA's
+    CPU projectors, :func:`liftinv.operators.astra.make_tomography`), ``"inpainting"`` random pixel mask
+    with keep rate 0.5 (seed 0), ``"denoising"`` the identity. ``make_operator(**op.describe())`` rebuilds ``op``.
 
     Parameters
     ----------
@@ -161,7 +162,8 @@ def make_operator(name: str, image_size: int | tuple[int, ...], **kwargs: Any) -
     image_size : int or tuple
         ``n``, ``(H, W)`` or ``(C, H, W)``.
     **kwargs
-        Parameters of the operator's class (e.g. ``sigma=1.5``, ``angles=60``, ``keep_rate=0.3``).
+        Parameters of the operator's class (e.g. ``sigma=1.5``, ``angles=60``, ``keep_rate=0.3``;
+        tomography also ``backend="torch" | "astra"`` and ``geometry="parallel" | "fan"``).
 
     Returns
     -------
@@ -175,6 +177,8 @@ def make_operator(name: str, image_size: int | tuple[int, ...], **kwargs: Any) -
         fit in the memory available now (checked before anything is allocated).
     TypeError
         For a parameter the operator does not take.
+    ImportError
+        For ``backend="astra"`` without astra-toolbox (``pip install "liftinv[astra]"``).
 
     Examples
     --------

@@ -388,7 +388,7 @@ def test_fan_beam_adjoint_with_astra():
     from odl.applications import tomo
 
     if not tomo.ASTRA_AVAILABLE:
-        pytest.skip("astra-toolbox is not installed (optional extra liftinv[fanbeam]); fan beam needs it")
+        pytest.skip("astra-toolbox is not installed (optional extra liftinv[astra]); fan beam needs it")
     op = from_odl(odl_ray_transform(16, 8, geometry="fan"))
     assert _adjoint_error(op, torch.float64) < 1e-3
 

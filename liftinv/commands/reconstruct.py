@@ -44,24 +44,51 @@ ARRAY_EXTENSIONS = (".npy", ".npz", ".tif", ".tiff")
 
 def add_operator_parameters(parser: argparse.ArgumentParser) -> None:
     """The operator-parameter flags shared by ``reconstruct`` and ``simulate`` (``--sigma``, ``--angles``,
-    ``--keep-rate``; None: the operator's default)."""
+    ``--backend``, ``--geometry``, ``--keep-rate``; None: the operator's default)."""
     parser.add_argument(
         "--sigma", type=float, default=None, help="blur: Gaussian kernel width in pixels (default 2)"
     )
     parser.add_argument("--angles", type=int, default=None, help="tomography: number of angles (default 30)")
+    parser.add_argument(
+        "--backend",
+        default=None,
+        help='tomography: projector backend, torch | astra (default torch; astra needs pip install "liftinv[astra]")',
+    )
+    parser.add_argument(
+        "--geometry",
+        default=None,
+        help="tomography: beam geometry, parallel | fan (default parallel; fan: astra)",
+    )
     parser.add_argument(
         "--keep-rate", type=float, default=None, help="inpainting: fraction of kept pixels (default 0.5)"
     )
 
 
 def check_operator_parameters(args: argparse.Namespace) -> None:
-    """One ``ValueError`` naming the flag for a bad ``--sigma`` / ``--angles`` / ``--keep-rate``."""
+    """One ``ValueError`` naming the flag for a bad ``--sigma`` / ``--angles`` / ``--keep-rate`` /
+    ``--backend`` / ``--geometry``."""
     if args.sigma is not None and (not math.isfinite(args.sigma) or args.sigma <= 0):
         raise ValueError(f"--sigma: expected a blur width > 0, got {args.sigma}")
     if args.angles is not None and args.angles <= 0:
         raise ValueError(f"--angles: expected a positive number of angles, got {args.angles}")
     if args.keep_rate is not None and not 0 <= args.keep_rate <= 1:
         raise ValueError(f"--keep-rate: expected a fraction in [0, 1], got {args.keep_rate}")
+    from liftinv.operators import astra
+
+    if args.backend is not None and args.backend not in astra.TOMOGRAPHY_BACKENDS:
+        raise ValueError(
+            f"--backend: expected one of {' | '.join(astra.TOMOGRAPHY_BACKENDS)}, got {args.backend!r}"
+        )
+    if args.geometry is not None and args.geometry not in astra.GEOMETRIES:
+        raise ValueError(f"--geometry: expected one of {' | '.join(astra.GEOMETRIES)}, got {args.geometry!r}")
+    # for another --operator, operator_parameters reports that these flags are tomography's
+    tomography = getattr(args, "operator", None) in (None, "tomography")
+    if tomography and args.geometry == "fan" and args.backend != "astra":
+        raise ValueError("--geometry fan: needs --backend astra (the torch backend is parallel beam only)")
+    if tomography and args.backend == "astra" and not astra.ASTRA_AVAILABLE:
+        raise ValueError(
+            f"--backend astra: needs astra-toolbox, which is not installed: {astra.ASTRA_INSTALL}"
+        )
 
 
 def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParser:
@@ -145,7 +172,13 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
 
 
 #: operator parameter -> the flag that sets it
-PARAMETER_FLAGS = {"sigma": "--sigma", "angles": "--angles", "keep_rate": "--keep-rate"}
+PARAMETER_FLAGS = {
+    "sigma": "--sigma",
+    "angles": "--angles",
+    "backend": "--backend",
+    "geometry": "--geometry",
+    "keep_rate": "--keep-rate",
+}
 
 
 def _check_output(flag: str, path: str, extensions: tuple[str, ...] | None = None) -> None:
@@ -225,8 +258,9 @@ def _validate(args: argparse.Namespace) -> None:
 
 def operator_parameters(args: argparse.Namespace, name: str) -> dict[str, Any]:
     """The operator parameters given on the command line (each flag only for its operator)."""
-    given = {"sigma": args.sigma, "angles": args.angles, "keep_rate": args.keep_rate}
+    given = {key: getattr(args, key) for key in PARAMETER_FLAGS}
     owner = {"sigma": "blur", "angles": "tomography", "keep_rate": "inpainting"}
+    owner.update(backend="tomography", geometry="tomography")
     for key, value in given.items():
         if value is not None and owner[key] != name:
             raise ValueError(f"{PARAMETER_FLAGS[key]} only applies to --operator {owner[key]}")
