@@ -81,7 +81,7 @@ class Task:
         PSNR after 12 epochs of back-propagation among {0.01, 0.1}; ``theta = 0.05`` for denoising (about half
         the noise level; 0.01 elsewhere). ``proxgrad-cnn`` starts deblurring and inpainting from the
         gradient-regularised image (``init_alpha`` 0.01), chosen on bundled development images disjoint from
-        the test sets (see ``PG_INIT`` in ``benchmarks/learned.py``: +1.5 to +2.8 dB over ``A^T y``);
+        the test sets (see ``PG_INIT`` in ``benchmarks/learned.py``: +1.5 to +2.7 dB over ``A^T y``);
         otherwise the learned CNN networks (``lpd``, ``proxgrad-cnn``) use their class defaults.
     arch_images : dict
         Per architecture, the default data source of training and test images when none is given
