@@ -326,9 +326,13 @@ def state_map_norms(
 
 
 def param_map_norm_sq(
-    layer: LiftedLayer, xs: list[Tensor], cache: dict | None, key, iters: int = 12
+    layer: LiftedLayer, xs: list[Tensor], cache: dict | None, key, iters: int = 12, reduce=None
 ) -> float:
-    """||M_X||^2 for the map theta -> z = K_theta(X), linear in theta for affine layers."""
+    """||M_X||^2 for the map theta -> z = K_theta(X), linear in theta for affine layers.
+
+    ``reduce`` (optional) sums a list of tensors over the samples held elsewhere (an all-reduce), so the
+    norm is that of the map over every sample (:mod:`liftinv.training.distributed`).
+    """
     lin = layer.linear
     mods = list(lin) if isinstance(lin, nn.Sequential) else [lin]
     if (
@@ -340,6 +344,8 @@ def param_map_norm_sq(
         X = xs[0]
         for m in mods[:-1]:
             X = m(X)
+        if reduce is not None:
+            return exact_sq_norm(X, mods[-1].bias is not None, reduce)
         X = X.reshape(X.shape[0], -1)
         if mods[-1].bias is not None:
             X = torch.cat([X, torch.ones_like(X[:, :1])], 1)
@@ -351,8 +357,8 @@ def param_map_norm_sq(
         """``M_X^T M_X theta`` by autograd (``z = K_theta(X)`` is linear in ``theta``)."""
         vv = {n: t.detach().requires_grad_(True) for n, t in v.items()}
         z = functional_call(lin, vv, tuple(xs))
-        grads = torch.autograd.grad(z, list(vv.values()), grad_outputs=z.detach())
-        return {n: g.detach() for n, g in zip(vv, grads)}
+        grads = [g.detach() for g in torch.autograd.grad(z, list(vv.values()), grad_outputs=z.detach())]
+        return dict(zip(vv, grads if reduce is None else reduce(grads)))
 
     v = cache.get(key) if cache is not None else None
     if v is None:
@@ -366,9 +372,18 @@ def param_map_norm_sq(
     return 1.05 * norm_sq
 
 
-def exact_sq_norm(A: Tensor, augment: bool = False) -> float:
-    """||A||_2^2 (or ||[A, 1]||_2^2), the largest eigenvalue of the smaller Gram matrix, in float64."""
+def exact_sq_norm(A: Tensor, augment: bool = False, reduce=None) -> float:
+    """||A||_2^2 (or ||[A, 1]||_2^2), the largest eigenvalue of the smaller Gram matrix, in float64.
+
+    ``reduce`` (optional) sums a list of tensors over the row blocks of ``A`` held elsewhere (an all-reduce:
+    :mod:`liftinv.training.distributed`): then the column Gram matrix ``[A, 1]^T [A, 1]`` of the stacked rows
+    is formed from the summed blocks.
+    """
     A = A.reshape(A.shape[0], -1).double()
+    if reduce is not None:
+        B = torch.cat([A, torch.ones_like(A[:, :1])], 1) if augment else A
+        (G,) = reduce([B.T @ B])
+        return float(torch.linalg.eigvalsh(G)[-1]) * (1 + 1e-6) + 1e-30
     if A.shape[0] <= A.shape[1] + int(augment):
         G = A @ A.T + (1.0 if augment else 0.0)
     else:
@@ -380,11 +395,15 @@ def exact_sq_norm(A: Tensor, augment: bool = False) -> float:
     return float(torch.linalg.eigvalsh(G)[-1]) * (1 + 1e-6) + 1e-30
 
 
-def power_sq_norm(A: Tensor, augment: bool, cache: dict, key, iters: int = 3, cold_iters: int = 30) -> float:
+def power_sq_norm(
+    A: Tensor, augment: bool, cache: dict, key, iters: int = 3, cold_iters: int = 30, reduce=None
+) -> float:
     """Warm-started power-iteration estimate of ||A||_2^2 (or ||[A, 1]||_2^2), times 1.05.
 
     The vector is kept in ``cache[key]``; a cold start (seeded, deterministic) runs ``cold_iters`` iterations,
-    a warm start ``iters``.
+    a warm start ``iters``. ``reduce`` (optional) sums a list of tensors over the row blocks of ``A`` held
+    elsewhere (an all-reduce: :mod:`liftinv.training.distributed`), so the estimate is that of the stacked
+    rows: it gets ``[[A, 1]^T [A, 1] v, ||[A, 1] v||^2]`` (n + 1 numbers) once per iteration.
     """
     A = A.reshape(A.shape[0], -1)
     n = A.shape[1] + int(augment)
@@ -397,7 +416,10 @@ def power_sq_norm(A: Tensor, augment: bool, cache: dict, key, iters: int = 3, co
         """``([A, 1]^T [A, 1] v, ||[A, 1] v||^2)`` (or without the column of ones)."""
         u = A @ v[:-1] + v[-1] if augment else A @ v
         w = torch.cat([A.T @ u, u.sum().reshape(1)]) if augment else A.T @ u
-        return w, u @ u
+        if reduce is None:
+            return w, u @ u
+        (both,) = reduce([torch.cat([w, (u @ u).reshape(1)])])
+        return both[:-1], both[-1]
 
     est, v = power_iteration(gram, v, iters)
     cache[key] = v

@@ -135,14 +135,24 @@ class BCDTrainer(LiftedTrainer):
         for s in self._shard_order(generator):
             self.update_states(s)
             self.update_weights(s)
+        self._after_sweeps()
         for s in range(len(self.shards)):
             p = self.objective_parts(self.states[s], self.T[self.shards[s]])
             for k in parts:
-                parts[k] += p[k] * self.shards[s].numel() / n
+                parts[k] += p[k] * self._shard_size(s) / n
             if self.reinit:
                 self.states[s] = self._init_shard(s)
         parts["nested"] = self.nested_loss()
         return parts
+
+    def _shard_size(self, s: int) -> int:
+        """Samples of shard ``s`` in the whole data set (its weight in the epoch's objective); the
+        data-parallel trainer counts every rank's part."""
+        return self.shards[s].numel()
+
+    def _after_sweeps(self) -> None:
+        """Hook after an epoch's shard visits, before the objective is evaluated (the layer-parallel trainer
+        gathers the full model here)."""
 
     def state_dict(self) -> dict:
         """States of every shard (free states only), step-size caches and the shard partition."""

@@ -74,7 +74,7 @@ from torch import Tensor, nn
 
 from liftinv.lifted.dense import DenseWeightBlock
 from liftinv.lifted.network import LiftedNetwork
-from liftinv.lifted.norms import power_iteration
+from liftinv.lifted.norms import exact_sq_norm, param_map_norm_sq, power_sq_norm
 from liftinv.lifted.steps import _smooth_in_state, lipschitz_state, state_gradient, weight_blocks
 from liftinv.training.backprop import BackpropTrainer
 from liftinv.training.bcd import BCDTrainer, BregmanAccelerated
@@ -239,33 +239,14 @@ def check_agreement(config: dict, comm: Communicator | None = None) -> None:
 # ---------------------------------------------------------------------------------------------------------
 def exact_sq_norm_dp(A: Tensor, augment: bool, comm: Communicator) -> float:
     """||[A, 1]||_2^2 over every rank's rows: the largest eigenvalue of the all-reduced Gram matrix."""
-    B = A.reshape(A.shape[0], -1).double()
-    B = torch.cat([B, torch.ones_like(B[:, :1])], 1) if augment else B
-    (G,) = comm.sum([B.T @ B])
-    return float(torch.linalg.eigvalsh(G)[-1]) * (1 + 1e-6) + 1e-30
+    return exact_sq_norm(A, augment, reduce=comm.sum)
 
 
 def power_sq_norm_dp(
     A: Tensor, augment: bool, cache: dict, key, comm: Communicator, iters: int = 3, cold_iters: int = 30
 ) -> float:
     """:func:`liftinv.lifted.norms.power_sq_norm` over every rank's rows (the Gram map is all-reduced)."""
-    A = A.reshape(A.shape[0], -1)
-    n = A.shape[1] + int(augment)
-    v = cache.get(key)
-    if v is None or v.shape != (n,) or v.device != A.device or v.dtype != A.dtype:
-        v = torch.randn(n, generator=torch.Generator().manual_seed(12345)).to(A.device, A.dtype)
-        iters = cold_iters
-
-    def gram(v: Tensor) -> tuple[Tensor, Tensor]:
-        """``sum_r ([A_r, 1]^T [A_r, 1] v, ||[A_r, 1] v||^2)``: one all-reduce of n + 1 numbers."""
-        u = A @ v[:-1] + v[-1] if augment else A @ v
-        w = torch.cat([A.T @ u, u.sum().reshape(1)]) if augment else A.T @ u
-        (both,) = comm.sum([torch.cat([w, (u @ u).reshape(1)])])
-        return both[:-1], both[-1]
-
-    est, v = power_iteration(gram, v, iters)
-    cache[key] = v
-    return 1.05 * est + 1e-30
+    return power_sq_norm(A, augment, cache, key, iters, cold_iters, reduce=comm.sum)
 
 
 class DataParallelDenseBlock(DenseWeightBlock):
@@ -290,35 +271,6 @@ class DataParallelDenseBlock(DenseWeightBlock):
             R = self.pen.grad_z(self.x, self.z).reshape(self.n, -1) * (self.lam / self.total)
             g = [R.T @ self.M] + ([R.sum(0)] if self.lin.bias is not None else [])
         return self.comm.sum(g)
-
-
-def _param_norm_sq_dp(layer, xs: list[Tensor], cache: dict | None, key, comm: Communicator) -> float:
-    """:func:`liftinv.lifted.norms.param_map_norm_sq` over every rank's samples."""
-    lin = layer.linear
-    mods = list(lin) if isinstance(lin, nn.Sequential) else [lin]
-    if isinstance(mods[-1], nn.Linear) and len(xs) == 1:
-        X = xs[0]
-        for m in mods[:-1]:
-            X = m(X)
-        return exact_sq_norm_dp(X, mods[-1].bias is not None, comm)
-    from torch.func import functional_call
-
-    names = [n for n, p in lin.named_parameters() if p.requires_grad]
-    params = dict(lin.named_parameters())
-
-    def gram(v: dict[str, Tensor]) -> dict[str, Tensor]:
-        vv = {n: t.detach().requires_grad_(True) for n, t in v.items()}
-        z = functional_call(lin, vv, tuple(xs))
-        grads = torch.autograd.grad(z, list(vv.values()), grad_outputs=z.detach())
-        return dict(zip(vv, comm.sum([g.detach() for g in grads])))
-
-    v = cache.get(key) if cache is not None else None
-    v, iters = ({n: torch.randn_like(params[n]) for n in names}, 12) if v is None else (v, 3)
-    with torch.enable_grad():
-        norm_sq, v = power_iteration(gram, v, iters)
-    if cache is not None:
-        cache[key] = v
-    return 1.05 * norm_sq
 
 
 def weight_step_dp(
@@ -357,7 +309,7 @@ def weight_step_dp(
         layer = net.layers[l - 1]
         if len(block_layers) == 1 and layer.affine_in_params:
             xs = [states[j].detach() for j in layer.inputs]
-            norm_sq = _param_norm_sq_dp(layer, xs, cache, ("weight", l), comm)
+            norm_sq = param_map_norm_sq(layer, xs, cache, ("weight", l), reduce=comm.sum)
             step = 1.0 / max(lams[0] * norm_sq / total, 1e-12)
         else:
             step = 2.0 * (cache.get(("wstep", l), 1.0) if cache is not None else 1.0)
@@ -497,20 +449,8 @@ class DataParallelBCD(DataParallelLifted, BCDTrainer):
         self.total = self.global_shards[s].numel()
         super().update_weights(s)
 
-    def run_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
-        parts = {"objective": 0.0, "data": 0.0, "penalty": 0.0}
-        n = self.X.shape[0]
-        for s in self._shard_order(generator):
-            self.update_states(s)
-            self.update_weights(s)
-        for s in range(len(self.shards)):
-            p = self.objective_parts(self.states[s], self.T[self.shards[s]])
-            for k in parts:
-                parts[k] += p[k] * self.global_shards[s].numel() / n
-            if self.reinit:
-                self.states[s] = self._init_shard(s)
-        parts["nested"] = self.nested_loss()
-        return parts
+    def _shard_size(self, s: int) -> int:
+        return self.global_shards[s].numel()
 
     def state_dict(self) -> dict:
         local = [{l: st[l].detach().cpu() for l in self.free} for st in self.states]

@@ -267,22 +267,10 @@ class LayerParallelBCD(BCDTrainer):
         penalty = sum(parts[: L - 1], torch.zeros_like(data))
         return {"objective": float(data + penalty), "data": float(data), "penalty": float(penalty)}
 
-    def run_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
-        """One epoch of :meth:`BCDTrainer.run_epoch`, ending with the full model on every rank."""
-        parts = {"objective": 0.0, "data": 0.0, "penalty": 0.0}
-        n = self.X.shape[0]
-        for s in self._shard_order(generator):
-            self.update_states(s)
-            self.update_weights(s)
+    def _after_sweeps(self) -> None:
+        """:meth:`BCDTrainer.run_epoch` ends with the full model on every rank (so evaluation, the nested
+        loss and ``reinit`` need no communication)."""
         self.gather_weights()
-        for s in range(len(self.shards)):
-            p = self.objective_parts(self.states[s], self.T[self.shards[s]])
-            for k in parts:
-                parts[k] += p[k] * self.shards[s].numel() / n
-            if self.reinit:
-                self.states[s] = self._init_shard(s)
-        parts["nested"] = self.nested_loss()  # every rank holds the full model: no communication
-        return parts
 
     # --- checkpoints: the single-process layout --------------------------------------------------------
     def state_dict(self) -> dict:
