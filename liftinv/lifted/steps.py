@@ -238,6 +238,8 @@ def weight_step(
     layers: Sequence[int] | None = None,
     cache: dict | None = None,
     max_backtracks: int = 30,
+    reduce=None,
+    total: int | None = None,
 ) -> dict[int, float]:
     """A gradient step on every weight block (blocks decouple for fixed states), in place.
 
@@ -251,6 +253,11 @@ def weight_step(
     ----------
     layers : sequence of int, optional
         Restrict to the blocks containing these layers (default: all).
+    reduce, total : optional
+        Data-parallel training (:mod:`liftinv.training.distributed`): ``states`` hold this process's samples,
+        ``total`` is the number of samples over every process and ``reduce`` sums a list of tensors over them
+        (an all-reduce). The gradient, the Lipschitz constant and the Armijo test then use the summed block
+        objective ``sum_i terms_i / total``, so every process takes the step of the stacked samples.
 
     Returns
     -------
@@ -258,7 +265,13 @@ def weight_step(
         The step used, keyed by the first layer of each block.
     """
     steps = {}
-    N = states[0].shape[0]
+    N = states[0].shape[0] if total is None else total
+
+    def reduced_mean(block_layers) -> float:
+        """The block objective summed over every process (``reduce``), divided by ``total``."""
+        local = sum(net.layer_terms(m, states, y).sum() for m in block_layers)
+        return float(reduce([torch.tensor([float(local)], dtype=torch.float64)])[0]) / total
+
     wanted = set(layers) if layers is not None else None
     # Recomputed per call (cheap): the cache holds only tensors and floats, so it can be checkpointed.
     for block_layers, params in weight_blocks(net):
@@ -272,13 +285,21 @@ def weight_step(
         if max(lams) == 0:
             continue
         with torch.enable_grad():
-            f0 = block_objective(net, states, block_layers, y)
-            grads = torch.autograd.grad(f0, params, allow_unused=True)
+            if reduce is None:
+                f0 = block_objective(net, states, block_layers, y)
+                grads = torch.autograd.grad(f0, params, allow_unused=True)
+            else:  # this process's share of the summed objective; f0 itself is the reduced value
+                local = sum(net.layer_terms(m, states, y).sum() for m in block_layers)
+                grads = torch.autograd.grad(local / total, params, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        if reduce is not None:
+            grads = reduce(grads)
+            f0 = float(reduce([torch.tensor([float(local.detach())], dtype=torch.float64)])[0]) / total
         layer = net.layers[l - 1]
         if len(block_layers) == 1 and layer.affine_in_params:
             xs = [states[j].detach() for j in layer.inputs]
-            step = 1.0 / max(lams[0] * param_map_norm_sq(layer, xs, cache, ("weight", l)) / N, 1e-12)
+            norm_sq = param_map_norm_sq(layer, xs, cache, ("weight", l), reduce=reduce)
+            step = 1.0 / max(lams[0] * norm_sq / N, 1e-12)
         else:
             step = 2.0 * (cache.get(("wstep", l), 1.0) if cache is not None else 1.0)
         gg = float(sum((g * g).sum() for g in grads))
@@ -287,8 +308,12 @@ def weight_step(
             for _ in range(max_backtracks):
                 for p, o, g in zip(params, old, grads):
                     p.copy_(o - step * g)
-                f1 = block_objective(net, states, block_layers, y)
-                if f1 <= f0 - 0.5 * step * gg + 1e-12 * abs(float(f0.detach())):
+                f1 = (
+                    block_objective(net, states, block_layers, y)
+                    if reduce is None
+                    else reduced_mean(block_layers)
+                )
+                if f1 <= f0 - 0.5 * step * gg + 1e-12 * abs(float(f0)):
                     break
                 step *= 0.5
             else:

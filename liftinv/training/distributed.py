@@ -74,8 +74,8 @@ from torch import Tensor, nn
 
 from liftinv.lifted.dense import DenseWeightBlock
 from liftinv.lifted.network import LiftedNetwork
-from liftinv.lifted.norms import exact_sq_norm, param_map_norm_sq, power_sq_norm
-from liftinv.lifted.steps import _smooth_in_state, lipschitz_state, state_gradient, weight_blocks
+from liftinv.lifted.norms import exact_sq_norm, power_sq_norm
+from liftinv.lifted.steps import _smooth_in_state, lipschitz_state, state_gradient, weight_step
 from liftinv.training.backprop import BackpropTrainer
 from liftinv.training.bcd import BCDTrainer, BregmanAccelerated
 from liftinv.training.lifted_base import LiftedTrainer, _clean_cache, _to_device
@@ -273,66 +273,6 @@ class DataParallelDenseBlock(DenseWeightBlock):
         return self.comm.sum(g)
 
 
-def weight_step_dp(
-    net: LiftedNetwork,
-    states: list[Tensor],
-    y,
-    layers: Sequence[int],
-    cache: dict | None,
-    comm: Communicator,
-    total: int,
-    max_backtracks: int = 30,
-) -> dict[int, float]:
-    """:func:`liftinv.lifted.weight_step` over every rank's samples (``total`` of them): the gradient, the
-    Lipschitz constant and the Armijo test use all-reduced sums, so every rank takes the same step."""
-    steps: dict[int, float] = {}
-    wanted = set(layers)
-
-    def block_sum(block_layers) -> Tensor:
-        return sum(net.layer_terms(m, states, y).sum() for m in block_layers)
-
-    for block_layers, params in weight_blocks(net):
-        if not wanted.intersection(block_layers):
-            continue
-        l = block_layers[0]
-        lams = [
-            1.0 if (m == net.depth and net.last == "fixed") else net.penalties[m - 1].weight
-            for m in block_layers
-        ]
-        if max(lams) == 0:
-            continue
-        with torch.enable_grad():
-            local = block_sum(block_layers)
-            grads = torch.autograd.grad(local / total, params, allow_unused=True)
-        grads = comm.sum([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)])
-        f0 = comm.sum_floats([float(local.detach())])[0] / total
-        layer = net.layers[l - 1]
-        if len(block_layers) == 1 and layer.affine_in_params:
-            xs = [states[j].detach() for j in layer.inputs]
-            norm_sq = param_map_norm_sq(layer, xs, cache, ("weight", l), reduce=comm.sum)
-            step = 1.0 / max(lams[0] * norm_sq / total, 1e-12)
-        else:
-            step = 2.0 * (cache.get(("wstep", l), 1.0) if cache is not None else 1.0)
-        gg = float(sum((g * g).sum() for g in grads))
-        old = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            for _ in range(max_backtracks):
-                for p, o, g in zip(params, old, grads):
-                    p.copy_(o - step * g)
-                (f1,) = comm.sum_floats([float(block_sum(block_layers))])
-                if f1 / total <= f0 - 0.5 * step * gg + 1e-12 * abs(f0):
-                    break
-                step *= 0.5
-            else:
-                for p, o in zip(params, old):
-                    p.copy_(o)
-                step = 0.0
-        if cache is not None and step > 0:
-            cache[("wstep", l)] = step
-        steps[l] = step
-    return steps
-
-
 def state_step_dp(
     net: LiftedNetwork, states: list[Tensor], l: int, y, cache: dict | None, comm: Communicator
 ) -> float:
@@ -399,7 +339,7 @@ class DataParallelLifted(LiftedTrainer):
         )
 
     def _weight_step(self, states, y, layers, cache) -> dict[int, float]:
-        return weight_step_dp(self.net, states, y, layers, cache, self.comm, self.total)
+        return weight_step(self.net, states, y, layers, cache, reduce=self.comm.sum, total=self.total)
 
     def state_update(self, states, l, y, cache) -> None:
         if self._fast_state[l]:  # per sample, the step size from the replicated weights
