@@ -4,12 +4,19 @@ Wall time per epoch and speed-up on 1 and 2 processes (``--ranks``; gloo on loca
 process) of a deep MLP (``--layers`` Linear layers of width ``--width``, ReLU) on synthetic data
 (``--samples`` Gaussian inputs of dimension ``--dim``, ``--classes`` random labels, MSE loss):
 
-* data-parallel (:mod:`liftinv.training.distributed`): ``bregman-isgm`` (mini-batches of ``--batch-size``)
-  and ``bregman-bcd`` (sample shards of ``--shard-size``);
+* data-parallel (:mod:`liftinv.training.distributed`): ``bregman-isgm`` (mini-batches of ``--batch-size``,
+  and of 4 x ``--batch-size``: the same traffic per step for 4 times the compute) and ``bregman-bcd`` (sample
+  shards of ``--shard-size``);
 * layer-parallel (:mod:`liftinv.training.layer_parallel`): ``bregman-bcd`` (parity schedule, shards of
   ``--shard-size``; at most one rank per layer);
 * the reference, in the same run and on the same ranks: back-propagation (``backprop-adam``, mini-batches of
-  ``--batch-size``) through :class:`torch.nn.parallel.DistributedDataParallel`.
+  ``--batch-size``) through :class:`torch.nn.parallel.DistributedDataParallel`;
+
+and of an unrolled network (``proxgrad-cnn``: ``--unrolled-iterations`` proximal-gradient iterations whose
+proximal steps are residual CNNs of ``--unrolled-depth`` layers and ``--unrolled-width`` channels) denoising
+``--unrolled-samples`` smooth random images of ``--unrolled-size`` squared: data-parallel ``bregman-isgm``
+(the unrolled trainer of :mod:`liftinv.training.unrolled`, mini-batches of ``--unrolled-batch``) beside DDP
+back-propagation.
 
 Protocol. One :func:`~liftinv.training.distributed.launch` per world size; inside it every method builds its
 trainer on the same initial weights, runs one warm-up epoch, then ``--epochs`` timed epochs in rounds, the
@@ -63,36 +70,67 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from liftinv.operators import make_operator
 
-from liftinv.models import mlp
+from liftinv.files import save_text_file
+from liftinv.models import build_model, mlp
 from liftinv.training.distributed import launch
 from liftinv.training.loop import epoch_generator
 from liftinv.training.registry import get_data_parallel_trainer, get_layer_parallel_trainer
 
-#: (label, method, mode); mode "data" or "layers"; the DDP back-propagation reference is "backprop"
+#: (network, label, method, mode); network "mlp" or "unrolled"; mode "data" or "layers"; the DDP
+#: back-propagation reference of each network is BASELINE
 METHODS = [
-    ("bregman-isgm", "bregman-isgm", "data"),
-    ("bregman-bcd", "bregman-bcd", "data"),
-    ("bregman-bcd", "bregman-bcd", "layers"),
-    ("backprop-adam (DDP)", "backprop-adam", "data"),
+    ("mlp", "bregman-isgm", "bregman-isgm", "data"),
+    ("mlp", "bregman-isgm, 4x batch", "bregman-isgm", "data"),
+    ("mlp", "bregman-bcd", "bregman-bcd", "data"),
+    ("mlp", "bregman-bcd", "bregman-bcd", "layers"),
+    ("mlp", "backprop-adam (DDP)", "backprop-adam", "data"),
+    ("unrolled", "bregman-isgm", "bregman-isgm", "data"),
+    ("unrolled", "backprop-adam (DDP)", "backprop-adam", "data"),
 ]
 BASELINE = "backprop-adam (DDP)"
 DDP_BUCKET_BYTES = 25 * 1024 * 1024
 PREDICT_GPUS = (8, 64, 512)
 
 
-def make_data(args):
+def make_data(network: str, args):
+    """MLP: Gaussian inputs and random labels. Unrolled: random smooth images and their noisy copies."""
     g = torch.Generator().manual_seed(args.seed)
+    if network == "unrolled":
+        n, size = args.unrolled_samples, args.unrolled_size
+        coarse = torch.rand(n, 1, size // 4, size // 4, generator=g)
+        x = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+        return x + 0.1 * torch.randn(x.shape, generator=g), x
     X = torch.randn(args.samples, args.dim, generator=g)
     Y = torch.randint(0, args.classes, (args.samples,), generator=g)
     return X, Y
+
+
+def make_model(network: str, args):
+    """The network, initialised from ``args.seed + 1`` (the same on every rank)."""
+    torch.manual_seed(args.seed + 1)
+    if network == "unrolled":
+        return build_model(
+            "proxgrad-cnn",
+            make_operator("denoising", args.unrolled_size),
+            iterations=args.unrolled_iterations,
+            depth=args.unrolled_depth,
+            width=args.unrolled_width,
+        )
+    return mlp(sizes_of(args), flatten=False)
 
 
 def sizes_of(args) -> list[int]:
     return [args.dim] + [args.width] * (args.layers - 1) + [args.classes]
 
 
-def options_of(method: str, args) -> dict:
+def options_of(network: str, label: str, method: str, args) -> dict:
+    """Trainer options of a row of :data:`METHODS` (``"..., 4x batch"``: ISGM on 4 x ``--batch-size``)."""
+    if network == "unrolled":
+        return {"batch_size": args.unrolled_batch, **({"lr": 1e-3} if method == "backprop-adam" else {})}
+    if label.endswith("4x batch"):
+        return {"batch_size": 4 * args.batch_size}
     if method == "bregman-isgm":
         return {"batch_size": args.batch_size}
     if method == "bregman-bcd":
@@ -100,10 +138,10 @@ def options_of(method: str, args) -> dict:
     return {"batch_size": args.batch_size, "lr": 1e-3}
 
 
-def steps_per_epoch(method: str, args) -> int:
+def steps_per_epoch(network: str, label: str, method: str, args) -> int:
     """Mini-batches (ISGM, back-propagation) or shard visits (BCD) per epoch."""
-    size = args.shard_size if method == "bregman-bcd" else args.batch_size
-    return math.ceil(args.samples / min(size, args.samples))
+    n = args.unrolled_samples if network == "unrolled" else args.samples
+    return math.ceil(n / min(options_of(network, label, method, args)["batch_size"], n))
 
 
 class _Counter:
@@ -130,16 +168,16 @@ def _rank_worker(args, methods):
     """On every rank: all methods, warm-up, then timed epochs in alternating rounds. Returns rank-local data."""
     counter = _Counter()
     rank = dist.get_rank()
-    X, Y = make_data(args)
+    data = {network: make_data(network, args) for network in {m[0] for m in methods}}
     trainers, models = {}, {}
     for key in methods:
-        _, method, mode = key
-        torch.manual_seed(args.seed + 1)
-        model = mlp(sizes_of(args), flatten=False)
+        network, label, method, mode = key
+        model = make_model(network, args)
         lookup = get_layer_parallel_trainer if mode == "layers" else get_data_parallel_trainer
         models[key] = model
+        X, Y = data[network]
         trainers[key] = lookup(method, model)(
-            model, X, Y, loss="mse", seed=args.seed, **options_of(method, args)
+            model, X, Y, loss="mse", seed=args.seed, **options_of(network, label, method, args)
         )
     times = {k: [] for k in methods}
     traffic = {}
@@ -193,13 +231,15 @@ def predict(rows: list[dict], args, cpu_gflops: float) -> dict:
     n_params = sum(p.numel() for p in mlp(sizes_of(args), flatten=False).parameters())
     scale = cpu_gflops / (args.gpu_tflops * 1e3)
     out = {}
-    for label, method, mode in METHODS:
-        mine = [r for r in rows if (r["method"], r["mode"]) == (label, mode)]
+    for network, label, method, mode in METHODS:
+        if network != "mlp":  # the compute model below is the MLP's (matrix products)
+            continue
+        mine = [r for r in rows if (r["network"], r["method"], r["mode"]) == (network, label, mode)]
         one = [r for r in mine if r["ranks"] == 1]
         multi = [r for r in mine if r["ranks"] > 1]
         if not one:
             continue
-        steps = steps_per_epoch(method, args)
+        steps = steps_per_epoch(network, label, method, args)
         t1_cpu = one[0]["epoch_s"]
         t1_gpu = t1_cpu * scale
         entry = {
@@ -244,13 +284,15 @@ def predict(rows: list[dict], args, cpu_gflops: float) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| method | mode | ranks | s/epoch | speed-up vs 1 rank | vs DDP backprop (same ranks) |",
-        "|---|---|---:|---:|---:|---:|",
+        "| network | method | mode | ranks | s/epoch | speed-up vs 1 rank | vs DDP backprop (same ranks) |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         base = "" if r["vs_1_rank"] is None else f"{r['vs_1_rank']:.2f}"
         ddp = "" if r["vs_ddp"] is None else f"{r['vs_ddp']:.2f}"
-        lines.append(f"| {r['method']} | {r['mode']} | {r['ranks']} | {r['epoch_s']:.3f} | {base} | {ddp} |")
+        lines.append(
+            f"| {r['network']} | {r['method']} | {r['mode']} | {r['ranks']} | {r['epoch_s']:.3f} | {base} | {ddp} |"
+        )
     return "\n".join(lines)
 
 
@@ -295,6 +337,12 @@ def main(argv=None) -> int:
     p.add_argument(
         "--gpu-tflops", type=float, default=20.0, help="effective GPU float32 rate of the prediction"
     )
+    p.add_argument("--unrolled-size", type=int, default=32, help="image side of the unrolled network's data")
+    p.add_argument("--unrolled-samples", type=int, default=128)
+    p.add_argument("--unrolled-batch", type=int, default=32)
+    p.add_argument("--unrolled-iterations", type=int, default=5, help="unrolled iterations K of proxgrad-cnn")
+    p.add_argument("--unrolled-depth", type=int, default=4, help="CNN depth of each proximal step")
+    p.add_argument("--unrolled-width", type=int, default=16, help="CNN width of each proximal step")
     p.add_argument("--timeout-s", type=float, default=600.0, help="process-group timeout")
     p.add_argument("--smoke", action="store_true", help="3 x 32 MLP, 256 samples of dimension 32, 2 epochs")
     p.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
@@ -302,24 +350,27 @@ def main(argv=None) -> int:
     if args.smoke:
         args.layers, args.width, args.samples, args.dim = 3, 32, 256, 32
         args.batch_size, args.shard_size, args.epochs = 64, 128, 2
+        args.unrolled_size, args.unrolled_samples, args.unrolled_batch = 8, 16, 8
+        args.unrolled_iterations, args.unrolled_depth, args.unrolled_width = 2, 2, 4
     ranks = sorted({1, *(int(r) for r in args.ranks.split(","))})
     torch.set_num_threads(1)
     t_start = time.perf_counter()
     results = {}
     for world in ranks:
-        methods = [m for m in METHODS if not (m[2] == "layers" and world > args.layers)]
+        methods = [m for m in METHODS if not (m[3] == "layers" and world > args.layers)]
         t0 = time.perf_counter()
         results[world] = launch(_rank_worker, world, args, methods, timeout_s=args.timeout_s, num_threads=1)
         print(f"{world} rank(s): {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     rows = []
     for world in ranks:
         r0 = results[world][0]
-        for label, method, mode in METHODS:
-            key = f"{label}|{method}|{mode}"
+        for network, label, method, mode in METHODS:
+            key = f"{network}|{label}|{method}|{mode}"
             if key not in r0["times"]:
                 continue
             rows.append(
                 {
+                    "network": network,
                     "method": label,
                     "mode": mode,
                     "ranks": world,
@@ -327,14 +378,15 @@ def main(argv=None) -> int:
                     "epoch_times": r0["times"][key],
                     "objectives": r0["objectives"][key],
                     "traffic_rank0": r0["traffic"][key],
-                    "options": options_of(method, args),
+                    "options": options_of(network, label, method, args),
                 }
             )
     for r in rows:
+        same = [s for s in rows if s["network"] == r["network"]]
         one = next(
-            (s for s in rows if (s["method"], s["mode"], s["ranks"]) == (r["method"], r["mode"], 1)), None
+            (s for s in same if (s["method"], s["mode"], s["ranks"]) == (r["method"], r["mode"], 1)), None
         )
-        ddp = next((s for s in rows if s["method"] == BASELINE and s["ranks"] == r["ranks"]), None)
+        ddp = next((s for s in same if s["method"] == BASELINE and s["ranks"] == r["ranks"]), None)
         r["vs_1_rank"] = one["epoch_s"] / r["epoch_s"] if one else None
         r["vs_ddp"] = ddp["epoch_s"] / r["epoch_s"] if ddp else None
     cpu_gflops = gemm_gflops(args)
@@ -351,7 +403,10 @@ def main(argv=None) -> int:
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     header = (
         f"MLP {args.layers} layers of width {args.width}, {args.samples} samples of dimension {args.dim}, "
-        f"{args.classes} classes; batch {args.batch_size} (ISGM, backprop), shard {args.shard_size} (BCD); "
+        f"{args.classes} classes; batch {args.batch_size} (ISGM, backprop), shard {args.shard_size} (BCD). "
+        f"Unrolled: proxgrad-cnn (K = {args.unrolled_iterations}, CNN depth {args.unrolled_depth}, width "
+        f"{args.unrolled_width}) denoising {args.unrolled_samples} images of {args.unrolled_size}x"
+        f"{args.unrolled_size}, batch {args.unrolled_batch}. "
         f"gloo, 1 torch thread per rank; median of {args.epochs} epochs after a warm-up epoch, methods "
         "alternated in rounds; speed-ups > 1 = faster. On a loaded 2-core machine these are lower bounds."
     )
@@ -375,7 +430,7 @@ def main(argv=None) -> int:
     )
     print(md)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "scaling.md").write_text(md)
+    save_text_file(md, args.out_dir / "scaling.md")
     payload = {
         "config": config,
         "torch": torch.__version__,
@@ -385,7 +440,7 @@ def main(argv=None) -> int:
         "assumptions": assumptions,
         "total_s": time.perf_counter() - t_start,
     }
-    (args.out_dir / "scaling.json").write_text(json.dumps(payload, indent=2, default=str))
+    save_text_file(json.dumps(payload, indent=2, default=str), args.out_dir / "scaling.json")
     print(
         f"wrote {args.out_dir / 'scaling.md'} and scaling.json ({payload['total_s']:.0f} s)", file=sys.stderr
     )

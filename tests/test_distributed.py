@@ -24,6 +24,14 @@ from liftinv.training.distributed import check_split, launch, rank_part
 METHODS = ["bregman-isgm", "mac-isgm", "bregman-bcd", "mac-bcd", "fenchel-bcd", "backprop-adam"]
 #: methods whose checkpoints are moved between world sizes (ISGM: replicated state; BCD: gathered states)
 CHECKPOINTED = ["bregman-isgm", "bregman-bcd"]
+#: unrolled networks (liftinv.training.unrolled): (architecture, method); ISGM splits each mini-batch, BCD
+#: keeps each sample's states on one rank (sample i on rank i mod 2)
+UNROLLED = [
+    ("proxgrad", "bregman-isgm"),
+    ("proxgrad", "mac-bcd"),
+    ("proxgrad-cnn", "bregman-isgm"),
+    ("proxgrad-cnn", "bregman-bcd"),
+]
 #: timeout of the process group in the 2-rank runs: a lost rank must be reported within it
 LAUNCH_TIMEOUT_S = 10.0
 EPOCHS, BATCH = 2, 16
@@ -52,6 +60,37 @@ def _train(method, *, epochs=EPOCHS, batch_size=BATCH, distributed=None, checkpo
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _train_unrolled(arch, method, *, epochs=EPOCHS, distributed=None, checkpoint=None):
+    """Weights of a small unrolled denoiser (8x8 images) after ``fit`` (the same initialisation everywhere).
+
+    In float64: Adam divides by the root of tiny second moments, which turns float32 rounding of the sums
+    (the only difference between one and two processes) into 1e-5 weight differences after a few steps;
+    in float64 the same maths agrees to about 1e-9 (one step: 1e-15; Adam and the inner rounds amplify the
+    rounding), checked to 1e-7, 100 times tighter than the 1e-5 of float32.
+    """
+    from liftinv.operators import make_operator
+
+    from liftinv.unrolled import build_model
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(24, 1, 8, 8, generator=g, dtype=torch.float64)
+    y = x + 0.1 * torch.randn(24, 1, 8, 8, generator=g, dtype=torch.float64)
+    torch.manual_seed(3)
+    extra = {"depth": 2, "width": 4} if arch == "proxgrad-cnn" else {}
+    model = build_model(arch, make_operator("denoising", 8), iterations=2, **extra).double()
+    fit(
+        model,
+        (y, x),
+        method=method,
+        epochs=epochs,
+        batch_size=8,
+        progress=False,
+        distributed=distributed,
+        checkpoint=checkpoint,
+    )
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 class _DieAfterFirstEpoch:
     """A metric (called by ``fit`` after each epoch) that kills rank 1 after the first epoch."""
 
@@ -73,6 +112,11 @@ def _two_rank_scenarios(folder):
     """Everything the 2 ranks do, in order; returns rank-local results (rank 1 dies at the end)."""
     rank = torch.distributed.get_rank()
     out = {"weights": {m: _train(m, distributed="data") for m in METHODS}}
+    out["unrolled"] = {case: _train_unrolled(*case, distributed="data") for case in UNROLLED}
+    # an unrolled BCD run: 2 ranks write after epoch 1 (each rank's states gathered), 1 rank resumes below
+    _train_unrolled(
+        *UNROLLED[-1], epochs=1, distributed="data", checkpoint=os.path.join(folder, "unrolled.pt")
+    )
     for m in CHECKPOINTED:
         # (c) 2 ranks write after epoch 1 (rank 0 writes) ...
         _train(m, epochs=1, distributed="data", checkpoint=os.path.join(folder, f"{m}.two.pt"))
@@ -103,10 +147,15 @@ def single_process():
     return {m: _train(m) for m in METHODS}
 
 
-def _assert_close(got, ref, what):
+@pytest.fixture(scope="module")
+def single_process_unrolled():
+    return {case: _train_unrolled(*case) for case in UNROLLED}
+
+
+def _assert_close(got, ref, what, tol=1e-5):
     for k in ref:
         rel = float((got[k] - ref[k]).norm() / ref[k].norm().clamp(min=1e-12))
-        assert rel <= 1e-5, f"{what}: {k} differs from the single-process run by {rel:.2e} (relative)"
+        assert rel <= tol, f"{what}: {k} differs from the single-process run by {rel:.2e} (relative)"
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -115,12 +164,27 @@ def test_data_parallel_weights_equal_single_process(two_ranks, single_process, m
     _assert_close(rank0, single_process[method], method)
 
 
+@pytest.mark.parametrize("case", UNROLLED, ids=["-".join(c) for c in UNROLLED])
+def test_data_parallel_unrolled_weights_equal_single_process(two_ranks, single_process_unrolled, case):
+    got = two_ranks["ranks"][0]["unrolled"][case]
+    _assert_close(got, single_process_unrolled[case], "-".join(case), tol=1e-7)
+
+
+def test_two_rank_unrolled_bcd_checkpoint_resumes_on_one_rank(two_ranks, single_process_unrolled):
+    resumed = _train_unrolled(*UNROLLED[-1], checkpoint=os.path.join(two_ranks["folder"], "unrolled.pt"))
+    what = "unrolled BCD (2-rank checkpoint, 1 rank)"
+    _assert_close(resumed, single_process_unrolled[UNROLLED[-1]], what, tol=1e-7)
+
+
 def test_ranks_end_with_bitwise_equal_weights(two_ranks):
     assert two_ranks["ranks"][1] is None  # rank 1 died in the last scenario: its results are in a file
     rank0, rank1 = (torch.load(os.path.join(two_ranks["folder"], f"rank{r}.pt")) for r in (0, 1))
     for method in METHODS:
         for k, v in rank0["weights"][method].items():
             assert torch.equal(v, rank1["weights"][method][k]), f"{method}: {k} differs between the ranks"
+    for case, weights in rank0["unrolled"].items():
+        for k, v in weights.items():
+            assert torch.equal(v, rank1["unrolled"][case][k]), f"{case}: {k} differs between the ranks"
 
 
 @pytest.mark.parametrize("method", CHECKPOINTED)

@@ -147,10 +147,14 @@ class DenseWeightBlock:
                 g.append(R.sum(0))
         return g
 
-    def step(self) -> None:
-        """One safe gradient step in place (weights and the cached pre-activation)."""
+    def step(self, gradient: list[Tensor] | None = None) -> None:
+        """One safe gradient step in place (weights and the cached pre-activation).
+
+        ``gradient`` (optional): :meth:`gradient`, when the caller has already computed it (data-parallel
+        training sums the gradients of every block in one all-reduce).
+        """
         with torch.no_grad():
-            g = self.gradient()
+            g = self.gradient() if gradient is None else gradient
             dW = g[0] * self.eta
             db = g[1] * self.eta if len(g) > 1 else None
             self.lin.weight.sub_(dW)

@@ -27,7 +27,9 @@ __all__ = [
     "state_map_norms",
     "param_map_norm_sq",
     "exact_sq_norm",
+    "exact_sq_norms",
     "power_sq_norm",
+    "power_sq_norms",
     "linear_part_norm",
     "network_lipschitz_sq",
     "jacobian_norm_sq",
@@ -372,6 +374,31 @@ def param_map_norm_sq(
     return 1.05 * norm_sq
 
 
+def _data_rows(A: Tensor, augment: bool) -> Tensor:
+    """``A`` as a matrix (one row per sample), with a column of ones appended when ``augment``."""
+    A = A.reshape(A.shape[0], -1)
+    return torch.cat([A, torch.ones_like(A[:, :1])], 1) if augment else A
+
+
+def exact_sq_norms(As: Sequence[Tensor], augments: Sequence[bool], reduce=None) -> list[float]:
+    """||A_k||_2^2 (or ||[A_k, 1]||_2^2) of several data matrices, in float64: :func:`exact_sq_norm` of each.
+
+    ``reduce`` (optional) sums a list of tensors over the row blocks held elsewhere (an all-reduce:
+    :mod:`liftinv.training.distributed`); the column Gram matrices ``[A_k, 1]^T [A_k, 1]`` of every matrix go
+    in one call, so the norms of all the layers of a network cost one collective.
+
+    Examples
+    --------
+    >>> A = torch.tensor([[3.0, 0.0], [0.0, 1.0]])
+    >>> [round(v, 4) for v in exact_sq_norms([A, 2 * A], [False, False])]
+    [9.0, 36.0]
+    """
+    if reduce is None:
+        return [exact_sq_norm(A, augment) for A, augment in zip(As, augments)]
+    grams = [(B.T @ B) for B in (_data_rows(A.double(), augment) for A, augment in zip(As, augments))]
+    return [float(torch.linalg.eigvalsh(G)[-1]) * (1 + 1e-6) + 1e-30 for G in reduce(grams)]
+
+
 def exact_sq_norm(A: Tensor, augment: bool = False, reduce=None) -> float:
     """||A||_2^2 (or ||[A, 1]||_2^2), the largest eigenvalue of the smaller Gram matrix, in float64.
 
@@ -381,9 +408,7 @@ def exact_sq_norm(A: Tensor, augment: bool = False, reduce=None) -> float:
     """
     A = A.reshape(A.shape[0], -1).double()
     if reduce is not None:
-        B = torch.cat([A, torch.ones_like(A[:, :1])], 1) if augment else A
-        (G,) = reduce([B.T @ B])
-        return float(torch.linalg.eigvalsh(G)[-1]) * (1 + 1e-6) + 1e-30
+        return exact_sq_norms([A], [augment], reduce)[0]
     if A.shape[0] <= A.shape[1] + int(augment):
         G = A @ A.T + (1.0 if augment else 0.0)
     else:
@@ -395,6 +420,73 @@ def exact_sq_norm(A: Tensor, augment: bool = False, reduce=None) -> float:
     return float(torch.linalg.eigvalsh(G)[-1]) * (1 + 1e-6) + 1e-30
 
 
+def power_sq_norms(
+    As: Sequence[Tensor],
+    augments: Sequence[bool],
+    cache: dict,
+    keys: Sequence,
+    iters: int = 3,
+    cold_iters: int = 30,
+    reduce=None,
+) -> list[float]:
+    """Warm-started power-iteration estimates of ||A_k||_2^2 (or ||[A_k, 1]||_2^2), times 1.05, in lockstep.
+
+    The power iterations of the matrices run side by side (:func:`power_iteration` with ``batched=True`` on
+    the vectors zero-padded to one length; a padded entry stays 0, so each estimate is that of its own
+    matrix). The vector of ``A_k`` is kept in ``cache[keys[k]]``; when any of them is missing (a cold start,
+    seeded and deterministic) all run ``cold_iters`` iterations, otherwise ``iters``. ``reduce`` (optional)
+    sums a list of tensors over the row blocks held elsewhere (an all-reduce: :mod:`liftinv.training.
+    distributed`), so each estimate is that of the stacked rows: one call per iteration carries
+    ``[A_k, 1]^T [A_k, 1] v_k`` and ``||[A_k, 1] v_k||^2`` of every matrix (sum of (n_k + 1) numbers), instead
+    of one call per matrix and iteration.
+
+    Examples
+    --------
+    >>> A = torch.tensor([[3.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    >>> est = power_sq_norms([A, 2 * A], [False, False], {}, ["a", "b"], cold_iters=60)
+    >>> [round(e / 1.05, 6) for e in est]
+    [9.0, 36.0]
+    """
+    mats = [A.reshape(A.shape[0], -1) for A in As]
+    dims = [M.shape[1] + int(augment) for M, augment in zip(mats, augments)]
+    ref = mats[0]
+    starts = []
+    for M, n, key in zip(mats, dims, keys):
+        v = cache.get(key)
+        if v is None or v.shape != (n,) or v.device != M.device or v.dtype != M.dtype:
+            v = None
+        starts.append(v)
+    if any(v is None for v in starts):
+        iters = cold_iters
+        starts = [
+            torch.randn(n, generator=torch.Generator().manual_seed(12345)).to(ref.device, ref.dtype)
+            if v is None
+            else v
+            for v, n in zip(starts, dims)
+        ]
+    width = max(dims)
+    V = torch.stack([torch.nn.functional.pad(v, (0, width - v.numel())) for v in starts])
+
+    def gram(V: Tensor) -> tuple[Tensor, Tensor]:
+        """Row k: ``[A_k, 1]^T [A_k, 1] v_k`` (zero-padded); and ``||[A_k, 1] v_k||^2`` for every k."""
+        rows, quotients = [], []
+        for M, augment, n, v in zip(mats, augments, dims, V):
+            u = M @ v[: n - 1] + v[n - 1] if augment else M @ v[:n]
+            w = torch.cat([M.T @ u, u.sum().reshape(1)]) if augment else M.T @ u
+            rows.append(torch.nn.functional.pad(w, (0, width - n)))
+            quotients.append(u @ u)
+        W, q = torch.stack(rows), torch.stack(quotients)
+        if reduce is None:
+            return W, q
+        (both,) = reduce([torch.cat([W.reshape(-1), q])])
+        return both[: -len(q)].reshape(W.shape), both[-len(q) :]
+
+    est, V = power_iteration(gram, V, iters, batched=True)
+    for key, n, v in zip(keys, dims, V):
+        cache[key] = v[:n].clone()
+    return [1.05 * float(e) + 1e-30 for e in est]
+
+
 def power_sq_norm(
     A: Tensor, augment: bool, cache: dict, key, iters: int = 3, cold_iters: int = 30, reduce=None
 ) -> float:
@@ -403,27 +495,10 @@ def power_sq_norm(
     The vector is kept in ``cache[key]``; a cold start (seeded, deterministic) runs ``cold_iters`` iterations,
     a warm start ``iters``. ``reduce`` (optional) sums a list of tensors over the row blocks of ``A`` held
     elsewhere (an all-reduce: :mod:`liftinv.training.distributed`), so the estimate is that of the stacked
-    rows: it gets ``[[A, 1]^T [A, 1] v, ||[A, 1] v||^2]`` (n + 1 numbers) once per iteration.
+    rows: it gets ``[[A, 1]^T [A, 1] v, ||[A, 1] v||^2]`` (n + 1 numbers) once per iteration. One matrix of
+    :func:`power_sq_norms`.
     """
-    A = A.reshape(A.shape[0], -1)
-    n = A.shape[1] + int(augment)
-    v = cache.get(key)
-    if v is None or v.shape != (n,) or v.device != A.device or v.dtype != A.dtype:
-        v = torch.randn(n, generator=torch.Generator().manual_seed(12345)).to(A.device, A.dtype)
-        iters = cold_iters
-
-    def gram(v: Tensor) -> tuple[Tensor, Tensor]:
-        """``([A, 1]^T [A, 1] v, ||[A, 1] v||^2)`` (or without the column of ones)."""
-        u = A @ v[:-1] + v[-1] if augment else A @ v
-        w = torch.cat([A.T @ u, u.sum().reshape(1)]) if augment else A.T @ u
-        if reduce is None:
-            return w, u @ u
-        (both,) = reduce([torch.cat([w, (u @ u).reshape(1)])])
-        return both[:-1], both[-1]
-
-    est, v = power_iteration(gram, v, iters)
-    cache[key] = v
-    return 1.05 * est + 1e-30
+    return power_sq_norms([A], [augment], cache, [key], iters, cold_iters, reduce)[0]
 
 
 def linear_part_norm(layer, inputs: list[Tensor], pos: int, iters: int, gen: torch.Generator) -> float:

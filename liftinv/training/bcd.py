@@ -116,8 +116,7 @@ class BCDTrainer(LiftedTrainer):
         st, y, cache = self.states[s], self.T[self.shards[s]], self.caches[s]
         blocks, others = self.dense_weight_blocks(st, y, cache)
         for _ in range(self.weight_steps):
-            for blk in blocks.values():
-                blk.step()
+            self._step_dense_blocks(blocks)
             if others:
                 self._weight_step(st, y, others, cache)
 

@@ -76,7 +76,7 @@ from liftinv.lifted.dense import (
     fast_state_ok,
 )
 from liftinv.lifted.network import LiftingError, lift
-from liftinv.lifted.norms import exact_sq_norm, power_sq_norm
+from liftinv.lifted.norms import exact_sq_norm, exact_sq_norms, power_sq_norm, power_sq_norms
 from liftinv.lifted.steps import (
     free_states,
     layer_parameters,
@@ -315,38 +315,60 @@ class LiftedTrainer:
         """Closed-form blocks ``{l: DenseWeightBlock}`` of dense layers, and the first layers of the other blocks.
 
         The other blocks (convolutions, shared parameters, MAC penalties) are updated by
-        :func:`liftinv.lifted.weight_step`; blocks whose penalty weights are all 0 are left out.
+        :func:`liftinv.lifted.weight_step`; blocks whose penalty weights are all 0 are left out. The step
+        sizes ||[M_l, 1]||^2 of all the dense blocks are computed together (:meth:`_data_sq_norms`).
         """
-        blocks, others = {}, []
+        dense, others, norms, pending = [], [], {}, {}
         for l, (layers, _) in self.blocks.items():
             if max(_lam(self.net, m) for m in layers) == 0:
                 continue
             if not self._dense[l]:
                 others.append(l)
                 continue
-            parts = dense_parts(self.net, l)
-            M = parts[0](states[l - 1]) if len(parts[0]) else states[l - 1]
-            bias = parts[1].bias is not None
+            dense.append(l)
             if self.exact_norms and self.net.layers[l - 1].inputs == (0,) and ("xnorm", l) in cache:
-                norm_sq = cache[("xnorm", l)]  # the input state never changes (full-batch / shard BCD)
-            else:
-                norm_sq = self._data_sq_norm(M.detach(), bias, cache, ("pm", l))
+                norms[l] = cache[("xnorm", l)]  # the input state never changes (full-batch / shard BCD)
+                continue
+            prefix, lin = dense_parts(self.net, l)
+            M = prefix(states[l - 1]) if len(prefix) else states[l - 1]
+            pending[l] = (M.detach(), lin.bias is not None)
+        if pending:
+            values = self._data_sq_norms(
+                [M for M, _ in pending.values()],
+                [b for _, b in pending.values()],
+                cache,
+                [("pm", l) for l in pending],
+            )
+            for l, value in zip(pending, values):
+                norms[l] = value
                 if self.exact_norms and self.net.layers[l - 1].inputs == (0,):
-                    cache[("xnorm", l)] = norm_sq
-            blocks[l] = self._dense_block(states, y, l, norm_sq)
-        return blocks, others
+                    cache[("xnorm", l)] = value
+        return {l: self._dense_block(states, y, l, norms[l]) for l in dense}, others
 
     # --- hooks of the data-parallel trainers (liftinv.training.distributed): the sums over samples -------
-    def _data_sq_norm(self, M: Tensor, augment: bool, cache: dict, key) -> float:
-        """||[M, 1]||_2^2 of the batch's input states of a dense layer (the step size of its weight block).
+    def _data_sq_norms(self, Ms: list[Tensor], augments: list[bool], cache: dict, keys: list) -> list[float]:
+        """||[M_l, 1]||_2^2 of the batch's input states of the dense layers (the step sizes of their weight
+        blocks), all at once (:func:`~liftinv.lifted.norms.exact_sq_norms`, or the power iterations in
+        lockstep: :func:`~liftinv.lifted.norms.power_sq_norms`).
 
-        A hook: the data-parallel trainers sum the Gram map over the ranks' samples.
+        A hook: the data-parallel trainers sum the Gram maps over the ranks' samples, in one collective per
+        power iteration for every layer.
         """
-        return self._sq_norm(M, augment, cache, key)
+        if self.exact_norms:
+            return exact_sq_norms(Ms, augments)
+        return power_sq_norms(Ms, augments, cache, keys)
 
     def _dense_block(self, states: list[Tensor], y: Tensor, l: int, norm_sq: float) -> DenseWeightBlock:
         """The closed-form weight block of dense layer l (a hook: data-parallel blocks sum the gradient)."""
         return DenseWeightBlock(self.net, states, y, l, norm_sq=norm_sq)
+
+    def _step_dense_blocks(self, blocks: dict[int, DenseWeightBlock]) -> None:
+        """One safe gradient step on every dense block (they decouple for fixed states, so the order is free).
+
+        A hook: the data-parallel trainers all-reduce the gradients of every block in one collective.
+        """
+        for blk in blocks.values():
+            blk.step()
 
     def _weight_step(
         self, states: list[Tensor], y: Tensor, layers: list[int], cache: dict

@@ -210,8 +210,8 @@ class ISGMTrainer(_MiniBatchLifted):
         for _ in range(self.inner):
             self.sweep(st, y, cache)
             blocks, others = self.dense_weight_blocks(st, y, cache)
+            self._step_dense_blocks(blocks)
             for l, blk in blocks.items():
-                blk.step()
                 self._prox(blk.params(), anchors[l], blk.eta)
             if others:
                 steps = self._weight_step(st, y, others, cache)

@@ -352,6 +352,8 @@ class UnrolledLiftedTrainer:
         self.lipschitz_every = lipschitz_every if hasattr(model, "state_map_norms") else 1
         self._since_lipschitz = 0
         self._power_cache: dict = {}  # warm starts of the power iterations (checkpointed)
+        #: samples in the current mini-batch, over every process (the divisor of the batch means)
+        self._batch_n = batch_size
         # the weights enter the objective only through the pre-activations (no learnable activation)
         self._through_z = not any(
             p.requires_grad for la in self.net.layers for p in la.activation.parameters()
@@ -443,13 +445,31 @@ class UnrolledLiftedTrainer:
         return pre
 
     # -- weights -------------------------------------------------------------------------------------------
+    # -- hooks of the data-parallel trainer (liftinv.training.distributed) ------------------------------------
+    def _local_indices(self, idx: Tensor) -> Tensor:
+        """The samples of the mini-batch ``idx`` this process handles (a hook: a data-parallel rank's part)."""
+        return idx
+
+    def _sum_over_ranks(self, tensors: list[Tensor]) -> list[Tensor]:
+        """Per-process sums over samples, summed over the processes (a hook: one all-reduce; here as is)."""
+        return tensors
+
+    def _batch_means(self, sums: Tensor) -> Tensor:
+        """Means over the mini-batch of every process from this process's sums ``[K + 1]`` of layer terms."""
+        (sums,) = self._sum_over_ranks([sums])
+        return sums / self._batch_n
+
     def _objective_parts(self, states, t, pre: Preactivations | None = None) -> dict[str, Tensor]:
         """The lifted mini-batch objective and its parts (``pre``: reuse those pre-activations)."""
-        terms = [
-            self.net.layer_terms(m, states, t, z=None if pre is None else pre.get(m)).mean()
-            for m in range(1, self.K + 2)
-        ]
-        penalty = sum(terms[:-1], torch.zeros_like(terms[-1]))
+        terms = self._batch_means(
+            torch.stack(
+                [
+                    self.net.layer_terms(m, states, t, z=None if pre is None else pre.get(m)).sum()
+                    for m in range(1, self.K + 2)
+                ]
+            )
+        )
+        penalty = terms[:-1].sum()
         return {"objective": penalty + terms[-1], "penalty": penalty, "data": terms[-1]}
 
     def _prox_term(self, anchor) -> Tensor | float:
@@ -489,19 +509,23 @@ class UnrolledLiftedTrainer:
             )
             # (the mean over the samples: divide the small gradients, not the large dJ/dz)
             grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
-            torch._foreach_div_(grads, states[0].shape[0])
-            if anchor is not None and not math.isinf(self.tau):
-                grads = [g + (p.detach() - a) / self.tau for g, p, a in zip(grads, self.params, anchor)]
+            torch._foreach_div_(grads, self._batch_n)
         else:
             with torch.enable_grad():
-                terms = [self.net.layer_terms(m, states, t, z=z).mean() for m, z in zs.items()]
-                total = sum(terms, torch.zeros_like(terms[0])) + self._prox_term(anchor)
-                grads = torch.autograd.grad(total, self.params, allow_unused=True)
+                terms = [self.net.layer_terms(m, states, t, z=z).sum() for m, z in zs.items()]
+                local = sum(terms, torch.zeros_like(terms[0])) / self._batch_n
+                grads = torch.autograd.grad(local, self.params, allow_unused=True)
             grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
             if value and parts is None:  # final point: the objective the gradient was taken of
-                penalty = sum(terms[:-1], torch.zeros_like(terms[-1]))
-                parts = {"objective": penalty + terms[-1], "penalty": penalty, "data": terms[-1]}
-                f0 = total
+                means = self._batch_means(torch.stack([v.detach() for v in terms]))
+                penalty = means[:-1].sum()
+                parts = {"objective": penalty + means[-1], "penalty": penalty, "data": means[-1]}
+                f0 = parts["objective"] + self._prox_term(anchor)
+        grads = self._sum_over_ranks(grads)
+        if anchor is not None and not math.isinf(
+            self.tau
+        ):  # the proximal term's gradient (Theta - Theta^S) / tau
+            grads = [g + (p.detach() - a) / self.tau for g, p, a in zip(grads, self.params, anchor)]
         if not value:
             return None, None, grads
         return {k: float(v.detach()) for k, v in parts.items()}, f0.detach(), grads
@@ -605,14 +629,15 @@ class UnrolledLiftedTrainer:
         stored = self._all_states() if self.scheme == "bcd" else None
         for idx in minibatches(N, self.batch_size, generator):
             idx = idx.to(self.X.device)
+            self._batch_n = idx.numel()
+            idx = self._local_indices(idx)
             y, t = self.X[idx], self.Y[idx]
             if stored is None:
                 states, pre = self._forward_states(y, t)
                 if self.record == "forward":  # the lifted objective at the forward states: the nested loss
                     with torch.no_grad():
-                        data = float(
-                            self.net.layer_terms(self.K + 1, states, t, z=pre.get(self.K + 1)).mean()
-                        )
+                        terms = self.net.layer_terms(self.K + 1, states, t, z=pre.get(self.K + 1))
+                        data = float(self._batch_means(terms.sum().reshape(1))[0])
                     parts = {"objective": data, "penalty": 0.0, "data": data}
             else:
                 states, pre = [y] + [s[idx].clone() for s in stored] + [t], None
@@ -630,7 +655,7 @@ class UnrolledLiftedTrainer:
                 for l in range(1, self.K + 1):
                     stored[l - 1][idx] = states[l]
             for k in tot:
-                tot[k] += parts[k] * idx.numel()
+                tot[k] += parts[k] * self._batch_n
         return {k: v / N for k, v in tot.items()}
 
     def state_dict(self) -> dict:
