@@ -93,7 +93,7 @@ def _train_resumes_another_run(flags: list[str], message: str) -> Callable[..., 
     def case(tmp_path: Path, trained_unrolled: Path, **_) -> BadInput:
         folder = _copy(trained_unrolled, tmp_path / "unrolled")
         files = [folder / "m.pt", folder / "m.pt.ckpt", folder / "m.pt.ckpt.json"]
-        argv = ["train", *flags, "--epochs", "2", "--out", str(folder / "m.pt"), *TRAIN_TINY]
+        argv = ["train", "--epochs", "2", "--out", str(folder / "m.pt"), *TRAIN_TINY, *flags]  # flags win
         return BadInput(argv, message, unchanged=files)
 
     return case
@@ -158,6 +158,113 @@ def _unrolled_only_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **_) 
     return BadInput(argv, "it trains unrolled networks", absent=[out])
 
 
+class _Payload:
+    """A pickle that creates a marker file when unpickled (what a crafted model or checkpoint would do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _crafted(path: Path) -> Path:
+    """Write a crafted torch file at ``path``; returns the marker file its payload would create."""
+    import torch
+
+    marker = path.parent / "PAYLOAD_RAN"
+    torch.save({"method": "backprop-adam", "epoch": 1, "model": _Payload(marker), "trainer": {}}, path)
+    return marker
+
+
+def _crafted_model(command: str, extra: list[str], flag: str) -> Callable[..., BadInput]:
+    """``command ... flag CRAFTED``: refused before any of its code runs, the output not written."""
+
+    def case(tmp_path: Path, **_) -> BadInput:
+        path = tmp_path / "crafted.pt"
+        marker = _crafted(path)
+        out = tmp_path / "out.png"
+        argv = [command, *extra, flag, str(path), "--out", str(out)]
+        return BadInput(argv, "needs code to load", unchanged=[path], absent=[marker, out])
+
+    return case
+
+
+def _train_resumes_a_crafted_checkpoint(tmp_path: Path, trained_unrolled: Path, **_) -> BadInput:
+    folder = _copy(trained_unrolled, tmp_path / "unrolled")
+    marker = _crafted(folder / "m.pt.ckpt")  # the settings beside it are those of this run
+    argv = ["train", "--task", "denoise", "--epochs", "2", "--out", str(folder / "m.pt"), *TRAIN_TINY]
+    return BadInput(
+        argv, "needs code to load", unchanged=[folder / "m.pt", folder / "m.pt.ckpt"], absent=[marker]
+    )
+
+
+def _train_restart_with(flags: list[str], message: str) -> Callable[..., BadInput]:
+    """``train --restart`` with a bad argument deletes nothing."""
+
+    def case(tmp_path: Path, trained_unrolled: Path, **_) -> BadInput:
+        folder = _copy(trained_unrolled, tmp_path / "unrolled")
+        files = [folder / "m.pt", folder / "m.pt.ckpt", folder / "m.pt.ckpt.json"]
+        argv = ["train", "--task", "denoise", "--restart", "--out", str(folder / "m.pt"), *TRAIN_TINY, *flags]
+        return BadInput(argv, message, unchanged=files)
+
+    return case
+
+
+def _reconstruct_with_model(flags: list[str], message: str) -> Callable[..., BadInput]:
+    """``reconstruct --model`` (an untrained denoiser saved for the denoising task, noise 0.1) with ``flags``."""
+
+    def case(tmp_path: Path, **_) -> BadInput:
+        import torch
+        from liftinv.operators import make_operator
+
+        from liftinv.models import build_model
+        from liftinv.unrolled import get_task, save_model
+
+        torch.manual_seed(0)
+        model = tmp_path / "denoise.pt"
+        save_model(
+            model,
+            build_model("proxgrad", make_operator("denoising", 16), iterations=1),
+            task=get_task("denoise"),
+        )
+        out = tmp_path / "r.png"
+        argv = [
+            "reconstruct",
+            "--model",
+            str(model),
+            "--size",
+            "16",
+            *flags,
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+        return BadInput(argv, message, unchanged=[model], absent=[out])
+
+    return case
+
+
+def _existing_file_as(command: str, extra: list[str], flag: str, message: str) -> Callable[..., BadInput]:
+    """``flag`` naming an existing file where a folder (or a file of another kind) is expected: left as it
+    was, and the other outputs not written."""
+
+    def case(tmp_path: Path, **_) -> BadInput:
+        existing = _a_file(tmp_path)
+        return BadInput([command, *extra, flag, str(existing)], message, unchanged=[existing])
+
+    return case
+
+
+def _empty_model_file(tmp_path: Path, **_) -> BadInput:
+    """An empty model file: its message says so (it once ended after a colon)."""
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    out = tmp_path / "r.png"
+    argv = ["reconstruct", "--model", str(empty), "--out", str(out)]
+    return BadInput(argv, f"--model: model file '{empty}' is refused: the file is empty", absent=[out])
+
+
 def _unknown_argument(tmp_path: Path, **_) -> BadInput:
     return BadInput(["train", "--bogus", "--out", str(tmp_path / "m.pt")], "unrecognized arguments: --bogus")
 
@@ -215,10 +322,46 @@ CASES: dict[str, Callable[..., BadInput]] = {
         ),
         "asked for 20.00 GiB",
     ),
+    "reconstruct huge --size": lambda tmp_path, **_: BadInput(
+        ["reconstruct", "--size", "100000", "--no-progress", "--out", str(tmp_path / "r.png")],
+        "image_size=100000 would need about",
+        absent=[tmp_path / "r.png"],
+    ),
+    # outputs that are not what they must be, checked before any work: nothing written
+    "reconstruct --out is a folder": _out_is_a_folder("reconstruct", ["--size", "16", "--no-progress"]),
+    "reconstruct --json is a folder": lambda tmp_path, **_: BadInput(
+        ["reconstruct", "--size", "16", "--json", str(tmp_path), "--out", str(tmp_path / "r.png")],
+        "--json",
+        absent=[tmp_path / "r.png"],
+    ),
+    "train-classifier --out is a file": _existing_file_as(
+        "train-classifier", CLASSIFIER_TINY, "--out", "is a file"
+    ),
+    "simulate --out is a file": _existing_file_as("simulate", ["--size", "16"], "--out", "is a file"),
+    # crafted files: refused before any of their code runs (every loading path of the command line)
+    "reconstruct --model a crafted file": _crafted_model("reconstruct", ["--size", "16"], "--model"),
+    "invert --model a crafted file": _crafted_model("invert", INVERT_TINY, "--model"),
+    "invert --cache a crafted file": _crafted_model(
+        "invert", ["--model", "autoencoder", "--iters", "1"], "--cache"
+    ),
+    "train resumes a crafted checkpoint": _train_resumes_a_crafted_checkpoint,
+    "reconstruct --model an empty file": _empty_model_file,
+    # a model applied to data it was not trained for (both values named)
+    "reconstruct --model at another noise level": _reconstruct_with_model(
+        ["--noise", "0.5"], "noise 0.5, but the model was trained for noise 0.1"
+    ),
+    "reconstruct --model of another operator": _reconstruct_with_model(
+        ["--operator", "blur"], "trained for denoising, but --operator blur"
+    ),
     # a checkpoint of another run is refused, and left as it was
     "train resumes another task": _train_resumes_another_run(["--task", "deblur"], "task: 'denoise'"),
     "train resumes another seed": _train_resumes_another_run(["--task", "denoise", "--seed", "1"], "seed: 0"),
-    # --fresh deletes nothing when an argument is bad
+    "train resumes another image size": _train_resumes_another_run(
+        ["--task", "denoise", "--image-size", "24"], "image_size"
+    ),
+    # --restart and --fresh delete nothing when an argument is bad
+    "train --restart, bad kernel size": _train_restart_with(["--kernel-size", "4"], "--kernel-size"),
+    "train --restart, bad device": _train_restart_with(["--device", "gpu0"], "--device"),
     "train-classifier --fresh, bad option": _classifier_fresh_with(["--option", "bogus=1"], "bogus"),
     "train-classifier --fresh, bad device": _classifier_fresh_with(["--device", "gpu0"], "--device"),
     # a method that cannot train a classifier: refused before --out is created

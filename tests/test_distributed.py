@@ -235,3 +235,49 @@ def test_fit_refuses_data_parallel_without_a_process_group():
         _train("bregman-isgm", distributed="data")
     with pytest.raises(ValueError, match="distributed must be None, 'data' or 'layers'"):
         _train("bregman-isgm", distributed="model")
+
+
+def test_train_distributed_outside_torchrun_is_one_error_line(tmp_path, monkeypatch, capsys):
+    from liftinv.cli import main
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "model.pt"
+    status = main(["train", "--task", "denoise", "--distributed", "data", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1
+    assert len(err) == 1 and "torchrun" in err[0] and "liftinv train" in err[0], err
+    assert not any(tmp_path.iterdir())
+
+
+def test_torchrun_trains_an_unrolled_network_like_one_process(tmp_path):
+    """``torchrun ... liftinv train --distributed data`` on 2 ranks: rank 0 alone prints and writes, and the
+    trained network reconstructs the test images as the one-process run does."""
+    import subprocess
+    import sys
+
+    args = ["-m", "liftinv", "train", "--task", "denoise", "--arch", "proxgrad", "--epochs", "2"]
+    args += ["--image-size", "16", "--n-train", "16", "--batch-size", "8", "--threads", "1", "--no-progress"]
+    one = subprocess.run(
+        [sys.executable, *args, "--out", str(tmp_path / "one.pt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    two = subprocess.run(
+        [*cmd, *args, "--distributed", "data", "--out", str(tmp_path / "two.pt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert (tmp_path / "two.pt").is_file() and (tmp_path / "two.pt.ckpt").is_file()
+    assert two.stdout.count("test PSNR:") == 1, two.stdout  # rank 0 alone prints
+
+    def psnr(text):
+        line = next(line for line in text.splitlines() if line.startswith("test PSNR:"))
+        return float(line.split()[2])
+
+    assert abs(psnr(two.stdout) - psnr(one.stdout)) < 0.01, (one.stdout, two.stdout)

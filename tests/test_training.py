@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -174,3 +176,98 @@ def test_every_registered_method_resolves_without_prior_import():
 
     for name in METHOD_MODULES:
         assert hasattr(get_trainer(name), "run_epoch"), name
+
+
+class _RecordingBar:
+    """A stand-in for tqdm that records, per bar, the steps counted since its last ``reset``."""
+
+    bars: list[_RecordingBar] = []
+
+    def __init__(self, iterable=None, *, total=None, desc=None, unit="it", disable=False, **_):
+        self.iterable, self.total, self.desc, self.unit, self.disable = iterable, total, desc, unit, disable
+        self.n, self.epochs = 0, []  # epochs: (description, unit, total, steps counted) per reset
+        _RecordingBar.bars.append(self)
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def set_description(self, desc, refresh=True):
+        self.desc = desc
+
+    def reset(self, total=None):
+        self.total, self.n = total, 0
+        self.epochs.append([self.desc, self.unit, total, 0])
+
+    def update(self, n=1):
+        self.n += n
+        self.epochs[-1][3] += n
+
+    def set_postfix(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "unit", "steps"),
+    [
+        ("backprop-adam", {"batch_size": 32}, "batch", 4),  # 120 samples: 4 mini-batches
+        ("bregman-isgm", {"batch_size": 50}, "batch", 3),
+        ("bregman-bcd", {"batch_size": 40}, "shard", 3),  # the BCD shard loop
+    ],
+)
+def test_progress_counts_the_steps_of_every_epoch(monkeypatch, method, options, unit, steps):
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", _RecordingBar)
+    monkeypatch.setattr(_RecordingBar, "bars", [])
+    X, y = _blobs()
+    torch.manual_seed(0)
+    fit(mlp((2, 8, 3)).double(), (X, y), method=method, epochs=2, progress=True, **options)
+    epochs_bar, steps_bar = _RecordingBar.bars
+    assert epochs_bar.iterable is not None and steps_bar.iterable is None
+    counted = [(d, u, t, n) for d, u, t, n in steps_bar.epochs if t is not None]  # the trainer's own reset
+    assert counted == [(f"epoch {e}", unit, steps, steps) for e in (1, 2)]
+
+
+def test_exact_ftprop_counts_its_layer_steps(monkeypatch):
+    import tqdm.auto
+
+    from liftinv.models import Sign
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", _RecordingBar)
+    monkeypatch.setattr(_RecordingBar, "bars", [])
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(2, 4), Sign(), torch.nn.Linear(4, 4), Sign(), torch.nn.Linear(4, 3)
+    )
+    X, y = _blobs(30)
+    fit(net, (X.float(), y), method="ftprop-exact", epochs=1, progress=True)
+    counted = [e for e in _RecordingBar.bars[1].epochs if e[2] is not None]
+    assert counted == [["epoch 1", "layer step", 5, 5]]  # 2 target searches, 2 hidden fits, the output fit
+
+
+def test_progress_moves_within_an_epoch_on_stderr(monkeypatch, capsys):
+    import tqdm.auto
+
+    class EveryUpdateDrawn(tqdm.auto.tqdm):  # tiny epochs take milliseconds: draw every update
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "mininterval": 0, "miniters": 1})
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", EveryUpdateDrawn)
+    X, y = _blobs()
+    torch.manual_seed(0)
+    fit(mlp((2, 8, 3)).double(), (X, y), method="backprop-adam", epochs=2, batch_size=16, progress=True)
+    err = capsys.readouterr().err
+    # 120 samples in mini-batches of 16: 8 steps per epoch, each drawn as it is done
+    for epoch in (1, 2):
+        drawn = {
+            int(found.group(1))
+            for line in re.split(r"[\r\n]", err)
+            if (found := re.search(rf"epoch {epoch}: .*?(\d+)/8 \[.*batch/s", line))
+        }
+        assert drawn == set(range(9)), err[-2000:]  # 0 when the epoch starts
+    assert "epoch 1: " in err and "batch" in err
+    fit(mlp((2, 8, 3)).double(), (X, y), method="backprop-adam", epochs=2, batch_size=16, progress=False)
+    assert capsys.readouterr().err == ""

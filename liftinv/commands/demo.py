@@ -24,6 +24,8 @@ import os
 import time
 from typing import Any
 
+from liftinv.commands.threads import add_threads_argument, use_threads
+
 TV_ALPHAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)
 DEMO_TASKS = ("inpaint", "deblur", "denoise")
 #: the network of the demo (UnrolledProxGradCNN; the task adds its initial image, :data:`liftinv.unrolled.TASKS`)
@@ -50,7 +52,11 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     from liftinv.commands.train import method_help
 
     p.add_argument("--method", default="bregman-isgm", help=method_help())
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    add_threads_argument(
+        p,
+        default=1,
+        why="the README's figures and timings; more threads are faster but may change the last digits",
+    )
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
@@ -105,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     # the held-out image is read before training, so a bad --image fails at once
     x = load_image(args.image, args.size)
-    torch.set_num_threads(max(1, args.threads))
+    use_threads(args)
     start = time.perf_counter()
     task = TASKS[args.task]
     name = os.path.basename(str(args.image))

@@ -36,6 +36,8 @@ import math
 import os
 from typing import Any
 
+from liftinv.commands.threads import add_threads_argument, use_threads
+
 MODELS = ("perceptron", "autoencoder")
 
 
@@ -113,6 +115,7 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
         "~/.cache/liftinv, one file per setting)",
     )
     parser.add_argument("--out", default="inversion.png", help="output figure (png, pdf, svg); '' for none")
+    add_threads_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -404,6 +407,7 @@ def run(args: argparse.Namespace) -> int:
     from liftinv.inversion import invert
     from liftinv.training import resolve_device
 
+    use_threads(args)
     dev = resolve_device(args.device)
     dtype = torch.float64 if args.double else torch.float32
     prob = _problem(args)

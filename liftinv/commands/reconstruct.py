@@ -23,8 +23,11 @@ With ``--model PATH`` the reconstruction comes from a trained network loaded by
 ``liftinv.unrolled.load_model(PATH)``. The operator, its parameters and the noise level default to those the
 model was trained for; networks of blur, inpainting and denoising apply at any ``--size`` (the operator is
 rebuilt at that size, :func:`liftinv.unrolled.io.model_for_operator`), a CT network only at its geometry;
-other operator parameters (``--sigma``, ``--angles``, ``--keep-rate``) than the model's are refused, and so is
-an ``--operator-config`` of another operator.
+other operator parameters (``--sigma``, ``--angles``, ``--keep-rate``, a kernel or mask) than the model's are
+refused with both values, and so is a noise level (``--noise``, or else the level estimated from
+``--measurements``) more than a factor 2 from the model's training noise (an estimate may be up to 4 times
+above: it errs upwards; :func:`liftinv.unrolled.io.noise_mismatch`). ``--force`` applies the model anyway (its
+weights on the asked operator), with a warning on stderr.
 """
 
 from __future__ import annotations
@@ -33,8 +36,11 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 from typing import Any
+
+from liftinv.commands.threads import add_threads_argument, use_threads
 
 OPERATOR_NAMES = ("blur", "tomography", "inpainting", "denoising")
 METHOD_NAMES = ("pinv", "tikhonov", "tv")
@@ -167,6 +173,13 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
         metavar="PATH",
         help="trained model (liftinv train --out PATH); blur, inpainting, denoising models apply at any --size",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="apply --model even to another operator parameter (--sigma, --angles, --keep-rate, kernel, mask) or "
+        "a noise level more than 2x from its training noise (refused otherwise)",
+    )
+    add_threads_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -221,6 +234,8 @@ def _validate_paths(args: argparse.Namespace) -> None:
         _check_output("--json", args.json)
     if args.model is not None and not os.path.isfile(args.model):
         raise FileNotFoundError(f"--model: no such file: {args.model}")
+    if args.force and args.model is None:
+        raise ValueError("--force: only with --model (it applies a model to data it was not trained for)")
     for flag, value in (("--operator-config", args.operator_config), ("--truth", args.truth)):
         if value is not None and args.measurements is None:
             raise ValueError(f"{flag}: only with --measurements (the measurements it belongs to)")
@@ -302,7 +317,7 @@ def _trained_for(description: dict[str, Any]) -> str:
 def _model_operator(args: argparse.Namespace, model: Any):
     """The operator of the command line for a model: the model's unless flags say otherwise (checked)."""
     from liftinv.operators import make_operator
-    from liftinv.unrolled.io import is_resizable, model_for_operator, operator_differences
+    from liftinv.unrolled.io import is_resizable, operator_differences
 
     trained = getattr(getattr(model, "operator", None), "describe", None)
     if trained is None:  # a model that does not describe its operator: the command line's, unchecked
@@ -323,10 +338,11 @@ def _model_operator(args: argparse.Namespace, model: Any):
     kwargs.update(operator_parameters(args, name))
     operator = make_operator(name, size, **kwargs)
     for key, mine, asked in operator_differences(trained, dict(operator.describe())):
-        if key in PARAMETER_FLAGS:
+        if key in PARAMETER_FLAGS and not args.force:
             raise ValueError(
                 f"{PARAMETER_FLAGS[key]}: the model was trained for {name} with {key}={mine}, but "
-                f"{PARAMETER_FLAGS[key]} {asked} was asked for; train a model for {key}={asked}"
+                f"{PARAMETER_FLAGS[key]} {asked} was asked for; train a model for {key}={asked} (or pass --force "
+                "to apply this one anyway)"
             )
         if key == "image_size" and not resizable:
             raise ValueError(
@@ -334,7 +350,64 @@ def _model_operator(args: argparse.Namespace, model: Any):
                 f"--size {size} asks for images {asked}, another geometry: a {name} network works only at the "
                 f"geometry it was trained for (train a model for this size, or leave --size out)"
             )
-    return operator, model_for_operator(model, operator, name="--model: the model")
+    return operator, _model_for(args, model, operator)
+
+
+def _model_for(args: argparse.Namespace, model: Any, operator: Any):
+    """The model for the measurements of ``operator`` (:func:`liftinv.unrolled.io.model_for_operator`); with
+    ``--force`` a mismatch is a warning and the model's weights are applied to ``operator``."""
+    from liftinv.unrolled.io import ModelMismatchError, model_for_operator
+
+    try:
+        return model_for_operator(model, operator, name="--model: the model")
+    except ModelMismatchError as exc:
+        if not args.force:
+            raise ModelMismatchError(f"{exc} (or pass --force to apply it anyway)") from None
+        if not hasattr(model, "with_operator"):
+            raise
+        _warn(f"--force: {exc}; applying it anyway")
+        forced = model.with_operator(operator).eval()
+        forced.metadata = getattr(model, "metadata", None)
+        return forced
+
+
+def _warn(text: str) -> None:
+    """One line ``liftinv reconstruct: warning: ...`` on stderr."""
+    print(f"liftinv reconstruct: warning: {text}", file=sys.stderr)
+
+
+def _training_noise(model: Any) -> float | None:
+    """The noise level the model was trained at (its saved task), None when the file does not say."""
+    task = (getattr(model, "metadata", None) or {}).get("task")
+    noise = task.get("noise") if isinstance(task, dict) else None
+    return float(noise) if isinstance(noise, int | float) else None
+
+
+def _check_noise(
+    args: argparse.Namespace, trained: float | None, levels: list[float], estimated: bool
+) -> None:
+    """Refuse (unless ``--force``: warn) noise levels out of reach of a model trained at ``trained``
+    (:func:`liftinv.unrolled.io.noise_mismatch`)."""
+    from liftinv.unrolled.io import noise_mismatch
+
+    for index, level in enumerate(levels):
+        problem = noise_mismatch(trained, level, estimated=estimated)
+        if problem is None:
+            continue
+        if estimated:
+            where = (
+                f"--measurements: image {index} of {args.measurements}"
+                if len(levels) > 1
+                else "--measurements"
+            )
+            what = f"{where} has an estimated {problem}"
+            advice = "give the known level with --noise, train a model for this noise level"
+        else:
+            what, advice = f"--noise: the data has {problem}", "train a model for this noise level"
+        if not args.force:
+            raise ValueError(f"{what}; {advice}, or pass --force to apply it anyway")
+        _warn(f"--force: {what}; applying it anyway")
+        return
 
 
 def _figure(path: str, truth, measurement, reconstruction, titles: list[str]) -> None:
@@ -381,6 +454,7 @@ def _write_json(path: str | None, record: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``liftinv reconstruct``; returns 0 on success (bad input raises, and the CLI prints one line)."""
     _validate(args)
+    use_threads(args)
     if args.measurements is not None:
         return _run_measurements(args)
     import torch
@@ -393,9 +467,10 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         model = _load_model(args.model)
         trained_size = "x".join(map(str, getattr(model, "image_size", (0, 0, 0))[1:]))
+        trained_noise = _training_noise(model)
+        if args.noise is not None:  # before any work
+            _check_noise(args, trained_noise, [args.noise], estimated=False)
         operator, model = _model_operator(args, model)
-        task = (getattr(model, "metadata", None) or {}).get("task")
-        trained_noise = task.get("noise") if isinstance(task, dict) else None
         noise = (
             args.noise if args.noise is not None else (trained_noise if trained_noise is not None else 0.01)
         )
@@ -470,12 +545,11 @@ def _measured_operator(args: argparse.Namespace, y: Any, model: Any):
     """The operator of ``--measurements`` (from ``--operator-config``, the model or the flags) and the model."""
     from liftinv.datasets import load_operator
     from liftinv.operators import make_operator
-    from liftinv.unrolled.io import model_for_operator
 
     if args.operator_config is not None:
         operator = load_operator(args.operator_config, what="--operator-config")
         if model is not None:
-            model = model_for_operator(model, operator, name="--model: the model")
+            model = _model_for(args, model, operator)
         return operator, model
     image_shaped = y.shape[-1] == y.shape[-2] and (args.operator or "blur") != "tomography"
     if model is not None:
@@ -503,6 +577,7 @@ def _run_measurements(args: argparse.Namespace) -> int:
 
     y = load_measurements(args.measurements, what="--measurements")
     model = _load_model(args.model) if args.model else None
+    trained_noise = _training_noise(model)
     operator, model = _measured_operator(args, y, model)
     source = f"from {args.operator_config}" if args.operator_config else "from the command line"
     if tuple(y.shape[1:]) != tuple(operator.measurement_size):
@@ -522,6 +597,9 @@ def _run_measurements(args: argparse.Namespace) -> int:
     sigmas: list[float] | None = None
     start = time.perf_counter()
     if model is not None:
+        given = args.noise is not None
+        levels = [args.noise] * batch if given else estimate_noise(y, operator).tolist()
+        _check_noise(args, trained_noise, levels, estimated=not given)
         with torch.no_grad():
             x_hat = model.reconstruct(y) if hasattr(model, "reconstruct") else model(y)
         label, how = f"model {os.path.basename(args.model)}", "a trained network (no weight)"

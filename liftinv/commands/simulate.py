@@ -27,6 +27,7 @@ from liftinv.commands.reconstruct import (
     check_operator_parameters,
     operator_parameters,
 )
+from liftinv.commands.threads import add_threads_argument, use_threads
 
 #: the files written into --out
 FILES = {"measurements": "measurements.npy", "operator": "operator.json", "truth": "truth.npy"}
@@ -55,6 +56,7 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="output folder (created if its parent exists)"
     )
+    add_threads_argument(parser)
     return parser
 
 
@@ -78,6 +80,7 @@ def _validate(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``liftinv simulate``; returns 0 on success (bad input raises, and the CLI prints one line)."""
     _validate(args)
+    use_threads(args)
     from liftinv.datasets import load_image, save_measurements, save_operator_config
     from liftinv.operators import GaussianNoise, make_operator
 

@@ -26,6 +26,9 @@ import os
 import time
 from typing import Any
 
+from liftinv.commands.distributed import add_distributed_arguments, check_distributed, init_distributed
+from liftinv.commands.threads import add_threads_argument, use_threads
+
 TASK_NAMES = ("deblur", "ct", "inpaint", "denoise")
 
 #: network flags: argparse dest -> (flag, constructor parameters it sets: the first alternative that the
@@ -40,8 +43,19 @@ NETWORK_FLAGS: dict[str, tuple[str, tuple[tuple[str, ...], ...]]] = {
 }
 
 
+#: the ``--arch`` names that ``--help`` lists: the keys of :data:`liftinv.models.ARCHITECTURES`, spelled out
+#: here so that building the parser imports no torch (a test checks that they are the same);
+#: :func:`arch_names` is the list that arguments are checked against
+HELP_ARCH_NAMES = ("proxgrad", "dualfb", "lpd", "proxgrad-cnn")
+
+
 def arch_names() -> list[str]:
-    """Every ``--arch`` value: the names of :data:`liftinv.models.ARCHITECTURES`."""
+    """Every ``--arch`` value: the names of :data:`liftinv.models.ARCHITECTURES` (imports torch).
+
+    See Also
+    --------
+    HELP_ARCH_NAMES : the same names, without importing torch (for ``--help``).
+    """
     from liftinv.models import ARCHITECTURES
 
     return list(ARCHITECTURES)
@@ -49,16 +63,14 @@ def arch_names() -> list[str]:
 
 def method_names() -> list[str]:
     """Every ``--method`` value: the short aliases, then the registered methods for unrolled networks."""
-    from liftinv.training.registry import methods_for
-    from liftinv.unrolled.train import METHOD_ALIASES
+    from liftinv.training.registry import METHOD_ALIASES, methods_for
 
     return [*METHOD_ALIASES, *methods_for("unrolled")]
 
 
 def method_help() -> str:
     """``--method`` help: the aliases and the registry's descriptions of the methods for unrolled networks."""
-    from liftinv.training.registry import DESCRIPTIONS, methods_for
-    from liftinv.unrolled.train import METHOD_ALIASES
+    from liftinv.training.registry import DESCRIPTIONS, METHOD_ALIASES, methods_for
 
     aliases = [f"{a} (= {m})" for a, m in METHOD_ALIASES.items()]
     names = [f"{n} ({DESCRIPTIONS[n]})" for n in methods_for("unrolled")]
@@ -103,7 +115,6 @@ def network_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParser:
     """Register the ``train`` sub-command (``subparsers.add_parser(name, help=help_)``)."""
-    archs = arch_names()
     p = subparsers.add_parser(
         name,
         help=help_,
@@ -113,7 +124,7 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--task", default="deblur", help=f"task: {' | '.join(TASK_NAMES)}")
-    p.add_argument("--arch", default="proxgrad", help=f"architecture: {' | '.join(archs)}")
+    p.add_argument("--arch", default="proxgrad", help=f"architecture: {' | '.join(HELP_ARCH_NAMES)}")
     p.add_argument("--method", default="bregman-isgm", help=method_help())
     p.add_argument("--epochs", type=int, default=20, help="training epochs")
     p.add_argument("--seed", type=int, default=0, help="seed (patches, phantoms, noise, mini-batches)")
@@ -148,7 +159,14 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     p.add_argument("--kernel-size", type=int, default=None, help="filter size (odd)")
     p.add_argument("--batch-size", type=int, default=None, help="mini-batch size")
     p.add_argument("--lr", type=float, default=None, help="learning rate / initial weight step")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_threads_argument(p)
+    add_distributed_arguments(
+        p,
+        ("data",),
+        "every rank builds the same data and network from --seed and trains on its part of each mini-batch "
+        "(lifted ISGM / BCD / MAC, back-propagation through DistributedDataParallel); rank 0 prints and "
+        "writes --out",
+    )
     p.add_argument(
         "--restart",
         action="store_true",
@@ -202,10 +220,10 @@ def _validate(args: argparse.Namespace) -> dict[str, Any]:
     arguments (the network checks their values when it is built: :func:`_model`)."""
     if args.task not in TASK_NAMES:
         raise ValueError(f"--task: expected one of {', '.join(TASK_NAMES)}, got {args.task!r}")
+    if args.method not in method_names():  # the registry's names: no torch import yet
+        raise ValueError(f"--method: expected one of {', '.join(method_names())}, got {args.method!r}")
     if args.arch not in arch_names():
         raise ValueError(f"--arch: expected one of {', '.join(arch_names())}, got {args.arch!r}")
-    if args.method not in method_names():
-        raise ValueError(f"--method: expected one of {', '.join(method_names())}, got {args.method!r}")
     if args.epochs < 0:
         raise ValueError(f"--epochs: expected an int >= 0, got {args.epochs}")
     if args.image_size < 8:
@@ -218,7 +236,6 @@ def _validate(args: argparse.Namespace) -> dict[str, Any]:
         ("--channels", args.channels),
         ("--width", args.width),
         ("--batch-size", args.batch_size),
-        ("--threads", args.threads),
     ):
         if v is not None and v < 1:
             raise ValueError(f"{flag}: expected a positive int, got {v}")
@@ -310,19 +327,35 @@ def _data_line(data, args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run ``liftinv train``; returns 0 on success."""
     model_kwargs = _validate(args)
+    check_distributed(args)
+    use_threads(args)
+    if args.distributed is None:
+        return _train_and_save(args, model_kwargs, rank=0)
+    import torch.distributed as dist
+
+    rank, created = init_distributed(args)
+    try:
+        return _train_and_save(args, model_kwargs, rank=rank)
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def _train_and_save(args: argparse.Namespace, model_kwargs: dict[str, Any], *, rank: int) -> int:
+    """Build the data and the network, train (on this rank's part when distributed) and, on rank 0, report
+    and write --out."""
     import torch
 
     from liftinv.metrics import psnr as psnr_per_image
     from liftinv.unrolled import resolve_method, save_model, train
     from liftinv.unrolled.train import CheckpointMismatchError
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     checkpoint = args.out + ".ckpt"
     options = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
     data = _data(args)
     model = _model(args, data, model_kwargs)  # nothing is written before the network is built
-    print(_data_line(data, args), flush=True)
+    if rank == 0:
+        print(_data_line(data, args), flush=True)
     resumed = os.path.exists(checkpoint) and not args.restart
     start = time.perf_counter()
     try:
@@ -336,8 +369,9 @@ def run(args: argparse.Namespace) -> int:
             data=data,
             checkpoint=checkpoint,
             resume=not args.restart,
-            progress=not args.no_progress,
+            progress=not args.no_progress and rank == 0,
             model=model,
+            distributed=args.distributed,
             **options,
         )
     except CheckpointMismatchError as exc:
@@ -346,6 +380,8 @@ def run(args: argparse.Namespace) -> int:
             "pass another --out, or --restart to delete the checkpoint and start over"
         ) from None
     seconds = time.perf_counter() - start
+    if rank != 0:  # every rank holds the trained network; rank 0 alone evaluates, prints and writes
+        return 0
     y_test, x_test = data.test
     with torch.no_grad():
         dev = next(model.parameters()).device

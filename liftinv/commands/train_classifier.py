@@ -28,6 +28,9 @@ import textwrap
 import time
 from pathlib import Path
 
+from liftinv.commands.distributed import add_distributed_arguments, check_distributed, init_distributed
+from liftinv.commands.threads import add_threads_argument, use_threads
+
 #: settings that define a run; a different value in an existing --out is an error (epochs may change)
 _RUN_KEYS = ("method", "activation", "arch", "data", "seed", "loss", "hidden", "options", "test_fraction")
 
@@ -109,21 +112,12 @@ def add_parser(subparsers, name: str, help_: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--fresh", action="store_true", help="discard an existing checkpoint in --out and start over"
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument(
-        "--distributed",
-        choices=("data", "layers"),
-        default=None,
-        help="train on the ranks of torchrun (torchrun --nproc-per-node N -m liftinv train-classifier ... "
-        "--distributed data): 'data' splits the samples, 'layers' the layers (bregman-bcd, mac-bcd, "
-        "fenchel-bcd on MLPs); rank 0 prints and writes --out",
-    )
-    p.add_argument(
-        "--dist-timeout",
-        type=float,
-        default=300.0,
-        metavar="SECONDS",
-        help="with --distributed: how long a rank waits for the others before failing (default 300)",
+    add_threads_argument(p)
+    add_distributed_arguments(
+        p,
+        ("data", "layers"),
+        "'data' splits the samples, 'layers' the layers (bregman-bcd, mac-bcd, fenchel-bcd on MLPs); rank 0 "
+        "prints and writes --out",
     )
     p.add_argument(
         "--progress",
@@ -262,12 +256,11 @@ def build_model(arch: str, activation: str, hidden: str, image_shape, n_classes:
 def _check_method(method: str) -> None:
     """Refuse a ``--method`` that cannot train a classifier (before anything is read or written); a method of
     ``liftinv train`` only (unrolled networks) is named as such."""
-    from liftinv.training.registry import methods_for
+    from liftinv.training.registry import METHOD_ALIASES, methods_for
 
     accepted = methods_for("classifier")
     if method in accepted:
         return
-    from liftinv.unrolled.train import METHOD_ALIASES
 
     hint = (
         " (it trains unrolled networks: liftinv train --method ...)"
@@ -289,52 +282,6 @@ def _check_out(out: Path) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise ValueError(f"--out {str(out)!r}: {parent} is a file, not a folder")
-
-
-#: the environment variables torchrun sets in every rank (init_process_group's env:// rendezvous)
-_TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
-def _check_distributed(args) -> None:
-    """Refuse ``--distributed`` outside torchrun (one line saying how to launch) and a bad timeout."""
-    import os
-
-    if args.distributed is None:
-        return
-    missing = [v for v in _TORCHRUN_VARIABLES if v not in os.environ]
-    if missing:
-        raise ValueError(
-            f"--distributed {args.distributed} needs torchrun's environment ({', '.join(missing)} not set): "
-            f"launch with torchrun --nproc-per-node N -m liftinv train-classifier ... --distributed "
-            f"{args.distributed} (or python -m torch.distributed.run --nproc-per-node N -m liftinv ...)"
-        )
-    if not args.dist_timeout > 0:
-        raise ValueError(f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}")
-
-
-def _init_distributed(args) -> tuple[int, bool]:
-    """Initialise the process group from torchrun's environment (gloo on CPU, NCCL on CUDA).
-
-    Returns this process's rank and whether the group was created here (to be destroyed at the end). On
-    CUDA, rank r uses GPU ``LOCAL_RANK`` (``args.device`` becomes ``cuda:LOCAL_RANK``).
-    """
-    import os
-    from datetime import timedelta
-
-    import torch
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return dist.get_rank(), False
-    cuda = str(args.device).startswith("cuda")
-    if cuda:
-        local = int(os.environ["LOCAL_RANK"])
-        torch.cuda.set_device(local)
-        args.device = f"cuda:{local}"
-    dist.init_process_group(
-        backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=float(args.dist_timeout))
-    )
-    return dist.get_rank(), True
 
 
 def _check_training(args, model, images, labels, options: dict) -> None:
@@ -414,9 +361,7 @@ def run(args) -> int:
         raise ValueError(f"--loss must be 'mse' or 'ce', got {args.loss!r}")
     if args.epochs < 0:
         raise ValueError(f"--epochs must be >= 0, got {args.epochs}")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    _check_distributed(args)
+    check_distributed(args)
     options = _options(args)
     out = Path(args.out).expanduser()
     _check_out(out)
@@ -447,8 +392,7 @@ def run(args) -> int:
                 f"--out {str(out)!r} already holds {load_checkpoint(checkpoint)['epoch']} epochs, more than "
                 f"--epochs {args.epochs}; use a larger --epochs or --fresh"
             )
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    use_threads(args)
 
     Xtr, Ytr, Xte, Yte = load_data(args.data, args.test_fraction)
     n_classes = int(max(Ytr.max(), Yte.max())) + 1
@@ -461,7 +405,7 @@ def run(args) -> int:
         return _train_and_save(args, model, (Xtr, Ytr, Xte, Yte), options, config, out, rank=0)
     import torch.distributed as dist
 
-    rank, created = _init_distributed(args)
+    rank, created = init_distributed(args)
     try:
         return _train_and_save(args, model, (Xtr, Ytr, Xte, Yte), options, config, out, rank=rank)
     finally:

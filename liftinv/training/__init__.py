@@ -8,28 +8,15 @@
 * :mod:`~liftinv.training.ftprop` -- FTPROP and straight-through baselines for hard-threshold networks;
 * :mod:`~liftinv.training.unrolled` -- lifted trainers specialised to unrolled networks.
 
-Trainer modules are imported on first use of their method name (see :func:`get_trainer`).
+Trainer modules are imported on first use of their method name (see :func:`get_trainer`); the names above
+are imported on first access, so ``import liftinv.training`` is cheap.
 """
 
-from liftinv.training.loop import (
-    History,
-    accuracy,
-    as_tensors,
-    check_data,
-    epoch_generator,
-    evaluate,
-    fit,
-    load_checkpoint,
-    minibatches,
-    nested_loss,
-    resolve_device,
-    save_checkpoint,
-    seed_everything,
-    targets_for_loss,
-)
-from liftinv.training.registry import METHOD_MODULES, available_methods, get_trainer, register_method
+from __future__ import annotations
 
-__all__ = [
+# the public names, imported from their module on first access (PEP 562), so that importing
+# liftinv.training.registry (the method names, for the CLI's parsers) does not import torch
+_LOOP_NAMES = (
     "History",
     "accuracy",
     "as_tensors",
@@ -44,8 +31,23 @@ __all__ = [
     "save_checkpoint",
     "seed_everything",
     "targets_for_loss",
-    "METHOD_MODULES",
-    "available_methods",
-    "get_trainer",
-    "register_method",
-]
+)
+_REGISTRY_NAMES = ("METHOD_MODULES", "available_methods", "get_trainer", "register_method")
+
+__all__ = [*_LOOP_NAMES, *_REGISTRY_NAMES]
+
+
+def __getattr__(name: str):
+    if name in _LOOP_NAMES:
+        from liftinv.training import loop
+
+        return getattr(loop, name)
+    if name in _REGISTRY_NAMES:
+        from liftinv.training import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -129,9 +129,11 @@ class BCDTrainer(LiftedTrainer):
             ``objective``, ``data``, ``penalty``: the lifted objective and its parts at the states and weights
             after the epoch (before a re-initialisation when ``reinit``); ``nested``: the nested loss.
         """
+        from liftinv.training.loop import epoch_progress  # each shard ticks fit's progress bar
+
         parts = {"objective": 0.0, "data": 0.0, "penalty": 0.0}
         n = self.X.shape[0]
-        for s in self._shard_order(generator):
+        for s in epoch_progress(self._shard_order(generator), unit="shard"):
             self.update_states(s)
             self.update_weights(s)
         self._after_sweeps()

@@ -455,12 +455,16 @@ class DataParallelUnrolled(UnrolledLiftedTrainer):
         return idx % self.comm.world_size == self.comm.rank
 
     def _local_indices(self, idx: Tensor) -> Tensor:
+        self._batch_n = idx.numel()  # the mini-batch over every rank
         if self.scheme == "bcd":
             return idx[self._owned(idx)]
         return rank_part(idx, self.comm.rank, self.comm.world_size)
 
     def _sum_over_ranks(self, tensors: list[Tensor]) -> list[Tensor]:
         return self.comm.sum(tensors)
+
+    def _batch_count(self, n: int) -> int:
+        return self._batch_n
 
     def _all_states(self) -> list[Tensor]:
         if self.states is None:  # the forward states of the samples this rank owns; zeros elsewhere

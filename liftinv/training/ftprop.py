@@ -19,7 +19,7 @@ from liftinv.models.hard_threshold import (
     set_surrogate,
 )
 from liftinv.training.backprop import BackpropTrainer
-from liftinv.training.loop import nested_loss, targets_for_loss
+from liftinv.training.loop import epoch_ticker, nested_loss, targets_for_loss
 from liftinv.training.registry import register_method
 
 __all__ = ["FTPropTrainer", "FTPropSoftHinge", "FTPropHinge", "SaturatedSTE", "STE", "ExactFTPropTrainer"]
@@ -484,6 +484,8 @@ class ExactFTPropTrainer:
     @torch.no_grad()
     def run_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
         L = len(self.linears)
+        # fit's progress bar: one step per hidden layer's target search and per layer's fit
+        tick = epoch_ticker(2 * (L - 1) + 1, unit="layer step")
         # 1. forward pass
         acts, pres = [self.X], []
         for layer in self.linears[:-1]:
@@ -501,6 +503,7 @@ class ExactFTPropTrainer:
                 start[mask.to(start.device)] *= -1.0
             targets[d], n = self._search(start, acts[d], above)
             above, flips = targets[d], flips + n
+            tick()
         # 3. bottom-up convex fits on the actual inputs of every layer
         a, missed, total = self.X, 0, 0
         for d in range(L - 1):
@@ -509,7 +512,9 @@ class ExactFTPropTrainer:
             a = torch.where(z > 0, 1.0, -1.0).to(z.dtype)
             missed += int((a != targets[d]).sum())
             total += a.numel()
+            tick()
         self._fit_output(a)
+        tick()
         out = self._affine(self.linears[-1], a)
         objective = float(nested_loss(out, self.T, self.loss))
         errors = 0 if self.labels is None else int((out.argmax(1) != self.labels).sum())

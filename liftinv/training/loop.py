@@ -1,8 +1,9 @@
 """One training API for every method: back-propagation, lifted solvers and FTPROP.
 
 ``fit(model, train, method=...)`` runs an epoch loop shared by all methods: it seeds everything, shows a
-tqdm bar, evaluates train/test metrics, records a :class:`History` (objective and its parts, metrics,
-wall time per epoch), writes a checkpoint after every epoch (atomically) and resumes from it.
+tqdm bar over the epochs and one over the steps of the current epoch (mini-batches, sample shards:
+:func:`epoch_progress`), evaluates train/test metrics, records a :class:`History` (objective and its parts,
+metrics, wall time per epoch), writes a checkpoint after every epoch (atomically) and resumes from it.
 
 A *method* is a trainer class registered under a name (see :data:`METHOD_MODULES`). A trainer is built as
 ``Trainer(model, X, Y, loss=..., **options)`` and offers
@@ -21,9 +22,10 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -46,6 +48,8 @@ __all__ = [
     "evaluate",
     "epoch_generator",
     "minibatches",
+    "epoch_progress",
+    "epoch_ticker",
     "fit",
     "save_checkpoint",
     "load_checkpoint",
@@ -243,15 +247,92 @@ def _check_batch_size(batch_size, allow_none: bool = True):
 
 
 def minibatches(n: int, batch_size: int | None, generator: torch.Generator | None, shuffle: bool = True):
-    """Index tensors of the mini-batches of an epoch (the whole set when ``batch_size`` is None)."""
+    """Index tensors of the mini-batches of an epoch (the whole set when ``batch_size`` is None).
+
+    Inside an epoch of ``fit(progress=True)`` each mini-batch ticks the epoch's progress bar once it has been
+    processed (:func:`epoch_progress`), so every trainer that iterates over these batches shows its progress
+    within the epoch.
+
+    Examples
+    --------
+    >>> [idx.tolist() for idx in minibatches(5, 2, None, shuffle=False)]
+    [[0, 1], [2, 3], [4]]
+    """
     if batch_size is None or batch_size >= n:
-        yield torch.arange(n)
-        return
-    if batch_size <= 0:
+        batches = [torch.arange(n)]
+    elif batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    for i in range(0, n, batch_size):
-        yield order[i : i + batch_size]
+    else:
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    yield from epoch_progress(batches, unit="batch")
+
+
+#: the progress bar of the steps of the current epoch; set by ``fit(progress=True)`` while a trainer runs an
+#: epoch, None otherwise
+_EPOCH_BAR: ContextVar[Any] = ContextVar("liftinv_epoch_bar", default=None)
+
+_Step = TypeVar("_Step")
+
+
+def _no_tick() -> None:
+    """The ticker outside an epoch of ``fit(progress=True)``: does nothing."""
+
+
+def epoch_ticker(total: int | None, unit: str = "step") -> Callable[[], None]:
+    """Start counting the steps of the current epoch on the progress bar of ``fit(progress=True)``.
+
+    Parameters
+    ----------
+    total : int or None
+        Steps in this epoch (None: unknown).
+    unit : str
+        What a step is (``"batch"``, ``"shard"``, ``"layer"``, ...), shown by the bar.
+
+    Returns
+    -------
+    callable
+        ``tick()``: one more step done. Outside an epoch of ``fit(progress=True)`` (no bar) it does nothing.
+
+    See Also
+    --------
+    epoch_progress : the same for the steps of an iterable.
+    """
+    bar = _EPOCH_BAR.get()
+    if bar is None:
+        return _no_tick
+    bar.unit = unit
+    bar.reset(total=total)
+
+    def tick() -> None:
+        bar.update(1)
+
+    return tick
+
+
+def epoch_progress(steps: Iterable[_Step], unit: str = "step") -> Iterator[_Step]:
+    """The items of ``steps``, each counted on the epoch's progress bar once the caller is done with it.
+
+    A trainer's ``run_epoch`` iterates over its steps (mini-batches, sample shards) through this function
+    (:func:`minibatches` does), so ``fit(progress=True)`` shows the progress within an epoch; outside such an
+    epoch it only yields the items.
+
+    Parameters
+    ----------
+    steps : iterable
+        The steps of one epoch (a sized iterable gives the bar its total).
+    unit : str
+        What a step is, shown by the bar.
+
+    Examples
+    --------
+    >>> list(epoch_progress([3, 1, 2], unit="shard"))  # no bar outside fit(progress=True)
+    [3, 1, 2]
+    """
+    tick = epoch_ticker(len(steps) if hasattr(steps, "__len__") else None, unit)
+    for step in steps:
+        yield step
+        tick()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -402,34 +483,54 @@ def fit(
     bar = tqdm(
         range(start, epochs), desc=method, disable=not progress, leave=False, initial=start, total=epochs
     )
-    for epoch in bar:
-        t0 = time.perf_counter()
-        model.train()
-        parts = trainer.run_epoch(epoch, epoch_generator(seed, epoch))
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        wall += dt
-        model.eval()
-        rec = {"epoch": epoch + 1, **{k: float(v) for k, v in parts.items()}, "time": dt, "wall": wall}
-        rec[f"train_{metric_name}"] = evaluate(model, X, Y, metric)
-        if Xt is not None:
-            rec[f"test_{metric_name}"] = evaluate(model, Xt.to(dev, dtype), Yt.to(dev), metric)
-        if not all(math.isfinite(v) for v in rec.values() if isinstance(v, float)):
-            raise FloatingPointError(f"{method}: non-finite values at epoch {epoch + 1}: {rec}")
-        history.append(**rec)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k in ("objective", f"test_{metric_name}")})
-        if checkpoint is not None:
-            trainer_state = trainer.state_dict()  # every rank: BCD gathers its states to rank 0's layout
-            if writer:
-                save_checkpoint(
-                    checkpoint,
-                    {
-                        "method": method,
-                        "epoch": epoch + 1,
-                        "model": model.state_dict(),
-                        "trainer": trainer_state,
-                        "history": history.to_dict(),
-                    },
-                )
+    # the steps of the current epoch (mini-batches, shards), ticked through epoch_progress / epoch_ticker
+    steps_bar = tqdm(total=None, disable=not progress, leave=False, unit="step")
+    try:
+        for epoch in bar:
+            t0 = time.perf_counter()
+            model.train()
+            parts = _run_epoch(trainer, epoch, seed, steps_bar if progress else None)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+            wall += dt
+            model.eval()
+            rec = {"epoch": epoch + 1, **{k: float(v) for k, v in parts.items()}, "time": dt, "wall": wall}
+            rec[f"train_{metric_name}"] = evaluate(model, X, Y, metric)
+            if Xt is not None:
+                rec[f"test_{metric_name}"] = evaluate(model, Xt.to(dev, dtype), Yt.to(dev), metric)
+            if not all(math.isfinite(v) for v in rec.values() if isinstance(v, float)):
+                raise FloatingPointError(f"{method}: non-finite values at epoch {epoch + 1}: {rec}")
+            history.append(**rec)
+            bar.set_postfix(
+                {k: f"{v:.4g}" for k, v in rec.items() if k in ("objective", f"test_{metric_name}")}
+            )
+            if checkpoint is not None:
+                trainer_state = trainer.state_dict()  # every rank: BCD gathers its states to rank 0's layout
+                if writer:
+                    save_checkpoint(
+                        checkpoint,
+                        {
+                            "method": method,
+                            "epoch": epoch + 1,
+                            "model": model.state_dict(),
+                            "trainer": trainer_state,
+                            "history": history.to_dict(),
+                        },
+                    )
+    finally:
+        steps_bar.close()
+        bar.close()
     return history
+
+
+def _run_epoch(trainer, epoch: int, seed: int, steps_bar) -> dict[str, float]:
+    """``trainer.run_epoch`` with ``steps_bar`` (None: no progress) as the bar of :func:`epoch_progress`."""
+    if steps_bar is not None:
+        steps_bar.set_description(f"epoch {epoch + 1}", refresh=False)
+        steps_bar.reset(total=None)
+    token = _EPOCH_BAR.set(steps_bar)
+    try:
+        return trainer.run_epoch(epoch, epoch_generator(seed, epoch))
+    finally:
+        _EPOCH_BAR.reset(token)

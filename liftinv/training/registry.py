@@ -7,18 +7,24 @@ register with a predicate ``applies_to(model)`` and :func:`get_trainer` picks th
 
 Trainer modules register their classes with :func:`register_method` when imported; :data:`METHOD_MODULES`
 lets :func:`get_trainer` import them lazily. Only modules of :mod:`liftinv.training` appear here.
+
+This module does not import torch (nor any trainer until :func:`get_trainer` asks for one), so the CLI builds
+its parsers and reports bad arguments from these tables in a fraction of a second.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # annotations only: importing the registry must not import torch
+    from torch import nn
 
 __all__ = [
     "METHOD_MODULES",
     "DESCRIPTIONS",
+    "METHOD_ALIASES",
     "register_method",
     "available_methods",
     "methods_for",
@@ -75,6 +81,13 @@ DESCRIPTIONS: dict[str, str] = {
     "sste": "saturated straight-through estimator (hard-threshold units)",
     "ste": "straight-through estimator (hard-threshold units)",
     "ftprop-exact": "exact FTPROP: target search and convex per-unit fits (small networks)",
+}
+
+#: short method names accepted by ``liftinv train`` and :func:`liftinv.unrolled.train` (and the benchmarks) ->
+#: registered methods (:func:`liftinv.unrolled.train.resolve_method`)
+METHOD_ALIASES: dict[str, str] = {
+    "backprop": "backprop-adam",
+    "mac": "mac-isgm",
 }
 
 # name -> list of (applies_to or None, trainer class); specialised implementations first

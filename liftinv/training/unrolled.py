@@ -86,6 +86,7 @@ from torch import Tensor
 
 from liftinv.lifted import LeakyReLU, LiftedNetwork, Penalty, lift
 from liftinv.lifted.network import check_lambdas
+from liftinv.lifted.preactivations import Preactivations
 from liftinv.lifted.steps import independent_groups
 from liftinv.training.lifted_base import check_order, check_tau, sweep_levels
 from liftinv.training.loop import _check_int, minibatches
@@ -120,62 +121,6 @@ def _prox_state(pen: Penalty, v: Tensor, mu: float) -> Tensor:
         gamma = mu / (1 + mu)
         return F.leaky_relu_(v.mul_(1 / (1 + mu)), 1 / (1 + gamma * (1 / act.negative_slope - 1)))
     return pen.prox_state(v, mu)
-
-
-class Preactivations:
-    """The pre-activations ``z_m`` of a mini-batch's current states, each with its one-layer autograd graph.
-
-    Every lifted layer is affine in its inputs, so the graph of ``z_m`` built at any inputs gives the
-    vector-Jacobian product ``K_{m,l}^T r`` (:meth:`vjp`) at the current ones, and ``z_m`` itself is
-    recomputed (:meth:`get`) only after one of its inputs changed (:meth:`changed`). A state sweep thus
-    computes each layer about once per state input it reads (not once per state step that needs it), and
-    the weight step reuses the recorded graphs (:attr:`at_update`). Valid for fixed weights: build a new
-    one after a weight step.
-
-    Parameters
-    ----------
-    net : LiftedNetwork
-    states : list of Tensor
-        The states, updated by the caller (the same list object: entries are replaced, never modified in
-        place).
-    """
-
-    def __init__(self, net: LiftedNetwork, states: list[Tensor]):
-        self.net, self.states = net, states
-        self.z: dict[int, Tensor] = {}
-        self.graphs: dict[int, tuple[Tensor, list[Tensor]]] = {}
-        #: ``z_m`` (with its graph) as the sweep last saw it when it updated state m (see ``weight_point``)
-        self.at_update: dict[int, Tensor] = {}
-
-    def get(self, m: int) -> Tensor:
-        """``z_m`` at the current states (recorded with its graph: inputs and the weights)."""
-        z = self.z.get(m)
-        if z is None:
-            layer = self.net.layers[m - 1]
-            with torch.enable_grad():
-                leaves = [self.states[j].detach().requires_grad_(j >= 1) for j in layer.inputs]
-                z = layer(*leaves)
-            self.z[m], self.graphs[m] = z, (z, leaves)
-        return z
-
-    def vjp(self, m: int, l: int, r: Tensor) -> Tensor:
-        """``K_{m,l}^T r``: the transpose of layer m's linear part in its input state l, applied to r."""
-        if m not in self.graphs:
-            self.get(m)
-        z, leaves = self.graphs[m]
-        pos = self.net.layers[m - 1].inputs.index(l)
-        (g,) = torch.autograd.grad(z, leaves[pos], grad_outputs=r, retain_graph=True)
-        return g
-
-    def remember(self, m: int) -> Tensor:
-        """``z_m`` now, kept (with its graph) in :attr:`at_update` for the weight step."""
-        z = self.at_update[m] = self.get(m)
-        return z
-
-    def changed(self, l: int) -> None:
-        """State l was updated: the layers reading it have stale pre-activations (their graphs stay valid)."""
-        for m in self.net.consumers[l]:
-            self.z.pop(m, None)
 
 
 class UnrolledLiftedTrainer:
@@ -352,8 +297,6 @@ class UnrolledLiftedTrainer:
         self.lipschitz_every = lipschitz_every if hasattr(model, "state_map_norms") else 1
         self._since_lipschitz = 0
         self._power_cache: dict = {}  # warm starts of the power iterations (checkpointed)
-        #: samples in the current mini-batch, over every process (the divisor of the batch means)
-        self._batch_n = batch_size
         # the weights enter the objective only through the pre-activations (no learnable activation)
         self._through_z = not any(
             p.requires_grad for la in self.net.layers for p in la.activation.parameters()
@@ -444,7 +387,6 @@ class UnrolledLiftedTrainer:
                 pre.changed(l)
         return pre
 
-    # -- weights -------------------------------------------------------------------------------------------
     # -- hooks of the data-parallel trainer (liftinv.training.distributed) ------------------------------------
     def _local_indices(self, idx: Tensor) -> Tensor:
         """The samples of the mini-batch ``idx`` this process handles (a hook: a data-parallel rank's part)."""
@@ -454,11 +396,16 @@ class UnrolledLiftedTrainer:
         """Per-process sums over samples, summed over the processes (a hook: one all-reduce; here as is)."""
         return tensors
 
-    def _batch_means(self, sums: Tensor) -> Tensor:
-        """Means over the mini-batch of every process from this process's sums ``[K + 1]`` of layer terms."""
-        (sums,) = self._sum_over_ranks([sums])
-        return sums / self._batch_n
+    def _batch_count(self, n: int) -> int:
+        """Samples in the mini-batch of every process, this one holding ``n`` (a hook; here ``n``)."""
+        return n
 
+    def _batch_means(self, sums: Tensor, n: int) -> Tensor:
+        """Means over the mini-batch of every process from this process's sums over its ``n`` samples."""
+        (sums,) = self._sum_over_ranks([sums])
+        return sums / self._batch_count(n)
+
+    # -- weights -------------------------------------------------------------------------------------------
     def _objective_parts(self, states, t, pre: Preactivations | None = None) -> dict[str, Tensor]:
         """The lifted mini-batch objective and its parts (``pre``: reuse those pre-activations)."""
         terms = self._batch_means(
@@ -467,7 +414,8 @@ class UnrolledLiftedTrainer:
                     self.net.layer_terms(m, states, t, z=None if pre is None else pre.get(m)).sum()
                     for m in range(1, self.K + 2)
                 ]
-            )
+            ),
+            states[0].shape[0],
         )
         penalty = terms[:-1].sum()
         return {"objective": penalty + terms[-1], "penalty": penalty, "data": terms[-1]}
@@ -509,15 +457,15 @@ class UnrolledLiftedTrainer:
             )
             # (the mean over the samples: divide the small gradients, not the large dJ/dz)
             grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
-            torch._foreach_div_(grads, self._batch_n)
+            torch._foreach_div_(grads, self._batch_count(states[0].shape[0]))
         else:
             with torch.enable_grad():
                 terms = [self.net.layer_terms(m, states, t, z=z).sum() for m, z in zs.items()]
-                local = sum(terms, torch.zeros_like(terms[0])) / self._batch_n
+                local = sum(terms, torch.zeros_like(terms[0])) / self._batch_count(states[0].shape[0])
                 grads = torch.autograd.grad(local, self.params, allow_unused=True)
             grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
             if value and parts is None:  # final point: the objective the gradient was taken of
-                means = self._batch_means(torch.stack([v.detach() for v in terms]))
+                means = self._batch_means(torch.stack([v.detach() for v in terms]), states[0].shape[0])
                 penalty = means[:-1].sum()
                 parts = {"objective": penalty + means[-1], "penalty": penalty, "data": means[-1]}
                 f0 = parts["objective"] + self._prox_term(anchor)
@@ -629,7 +577,7 @@ class UnrolledLiftedTrainer:
         stored = self._all_states() if self.scheme == "bcd" else None
         for idx in minibatches(N, self.batch_size, generator):
             idx = idx.to(self.X.device)
-            self._batch_n = idx.numel()
+            count = idx.numel()  # over every process
             idx = self._local_indices(idx)
             y, t = self.X[idx], self.Y[idx]
             if stored is None:
@@ -637,7 +585,7 @@ class UnrolledLiftedTrainer:
                 if self.record == "forward":  # the lifted objective at the forward states: the nested loss
                     with torch.no_grad():
                         terms = self.net.layer_terms(self.K + 1, states, t, z=pre.get(self.K + 1))
-                        data = float(self._batch_means(terms.sum().reshape(1))[0])
+                        data = float(self._batch_means(terms.sum().reshape(1), len(idx))[0])
                     parts = {"objective": data, "penalty": 0.0, "data": data}
             else:
                 states, pre = [y] + [s[idx].clone() for s in stored] + [t], None
@@ -655,7 +603,7 @@ class UnrolledLiftedTrainer:
                 for l in range(1, self.K + 1):
                     stored[l - 1][idx] = states[l]
             for k in tot:
-                tot[k] += parts[k] * self._batch_n
+                tot[k] += parts[k] * count
         return {k: v / N for k, v in tot.items()}
 
     def state_dict(self) -> dict:

@@ -16,6 +16,7 @@ from torch import nn
 
 from liftinv.files import save_text_file
 from liftinv.models import ARCHITECTURES, build_model
+from liftinv.training.registry import METHOD_ALIASES  # short names -> registered methods
 from liftinv.training.unrolled import UNROLLED_METHODS
 from liftinv.unrolled.tasks import Task, TaskData, get_task, make_task_data
 
@@ -34,12 +35,6 @@ __all__ = [
     "check_checkpoint",
 ]
 
-
-#: short method names (CLI, benchmark) -> registered ``fit`` methods
-METHOD_ALIASES: dict[str, str] = {
-    "backprop": "backprop-adam",
-    "mac": "mac-isgm",
-}
 
 #: default options per registered method (tuned on the deblurring task, 32x32 patches)
 DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
@@ -276,6 +271,7 @@ def train(
     progress: bool = True,
     model_kwargs: dict[str, Any] | None = None,
     model: nn.Module | None = None,
+    distributed: str | None = None,
     **options,
 ):
     """Train an unrolled network on a task (one call: data, network, :func:`liftinv.training.fit`).
@@ -306,6 +302,11 @@ def train(
     model : nn.Module, optional
         A network of architecture ``arch`` built for ``data.operator`` (trained in place), instead of
         ``build_model(arch, data.operator, **task_defaults, **model_kwargs)``.
+    distributed : {None, "data"}
+        ``"data"``: data-parallel training on the ranks of an initialised ``torch.distributed`` process group
+        (torchrun; :func:`liftinv.training.fit`), every rank calling ``train`` with the same arguments (the
+        data and the network are built from the seed, so they agree; checked); rank 0 alone writes the
+        checkpoint and its settings file.
     **options
         Trainer options overriding :data:`DEFAULT_OPTIONS`, :data:`ARCH_OPTIONS` and
         :data:`LIFTED_ARCH_OPTIONS` (``lr``, ``batch_size``, ``inner``, ``lambdas``, ...).
@@ -344,14 +345,19 @@ def train(
     if fit_method in UNROLLED_METHODS:
         opts.update(LIFTED_ARCH_OPTIONS.get(arch, {}))
     opts.update(options)
+    writer = True  # this process writes the checkpoint's settings (rank 0 when distributed)
+    if distributed is not None:
+        import torch.distributed as dist
+
+        writer = not dist.is_initialized() or dist.get_rank() == 0
     if checkpoint is not None:
         get_trainer(fit_method, model)  # a method without an implementation for this network: refused first
         settings = run_settings(task, arch, fit_method, seed, data, model)
         if resume:
             check_checkpoint(checkpoint, settings, model)
-        else:
+        elif writer:
             Path(checkpoint).unlink(missing_ok=True)
-        if epochs > 0:
+        if epochs > 0 and writer:
             save_text_file(json.dumps(settings, indent=1), settings_path(checkpoint))
     try:
         history = fit(
@@ -366,10 +372,12 @@ def train(
             checkpoint=checkpoint,
             resume=resume,
             progress=progress,
+            distributed=distributed,
             **opts,
         )
     except BaseException:
-        if checkpoint is not None and not Path(checkpoint).exists():  # no epoch ended: leave no settings file
+        # no epoch ended: leave no settings file
+        if writer and checkpoint is not None and not Path(checkpoint).exists():
             settings_path(checkpoint).unlink(missing_ok=True)
         raise
     return model, history, data
