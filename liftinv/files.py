@@ -16,10 +16,12 @@ liftinv.unrolled.save_model, liftinv.unrolled.load_model : unrolled networks (we
 
 from __future__ import annotations
 
+import glob
 import io
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ import torch
 __all__ = [
     "load_torch_file",
     "save_bytes_file",
+    "remove_stale_temporaries",
     "save_torch_file",
     "save_text_file",
     "user_cache_dir",
@@ -123,7 +126,49 @@ def save_bytes_file(payload: bytes, path: str | os.PathLike) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    remove_stale_temporaries(path)
     return path
+
+
+#: a temporary file of :func:`save_bytes_file` older than this (seconds) belongs to a writer that was killed
+#: (``kill -9``, power loss): a live writer holds one only while it writes bytes it already has in memory
+STALE_TEMPORARY_S = 600.0
+
+
+def remove_stale_temporaries(path: str | os.PathLike, older_than_s: float = STALE_TEMPORARY_S) -> list[Path]:
+    """Delete the temporary files that :func:`save_bytes_file` left next to ``path`` when its writer was killed.
+
+    They are named ``.<name>.<random>.tmp`` in the folder of ``path``; only those not modified for
+    ``older_than_s`` seconds are removed (a concurrent writer's fresh one is left alone). Called after every
+    successful write, so a run that was killed mid-write leaves nothing behind once it writes again.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> stale = folder / ".model.pt.abc123.tmp"
+    >>> _ = stale.write_bytes(b"half-written")
+    >>> os.utime(stale, (0, 0))  # as if written long ago by a killed process
+    >>> _ = save_text_file("{}", folder / "model.pt")
+    >>> stale.exists()
+    False
+    """
+    path = Path(path)
+    now = time.time()
+    removed = []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - candidate.stat().st_mtime > older_than_s:
+                candidate.unlink()
+                removed.append(candidate)
+        except OSError:  # gone meanwhile, or not ours to delete: leave it
+            continue
+    return removed
 
 
 def save_torch_file(obj: Any, path: str | os.PathLike) -> Path:

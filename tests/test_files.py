@@ -136,3 +136,21 @@ def test_autoencoder_cache_folder_is_keyed_by_every_setting(tmp_path):
     again = autoencoder(seed=0, code=4, channels=2, epochs=1, n_train=64, path=tmp_path)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), again.state_dict().values()))
     assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_a_write_removes_the_stale_temporaries_of_a_killed_writer(tmp_path):
+    from liftinv.files import remove_stale_temporaries, save_text_file
+
+    target = tmp_path / "history.json"
+    stale = tmp_path / ".history.json.k1ll3d.tmp"  # what kill -9 during save_bytes_file leaves
+    fresh = tmp_path / ".history.json.writing.tmp"  # a concurrent writer's, still being written
+    other = tmp_path / ".model.pt.k1ll3d.tmp"  # another file's: not this write's business
+    for f in (stale, fresh, other):
+        f.write_bytes(b"partial")
+    os.utime(stale, (0, 0))
+    os.utime(other, (0, 0))
+    save_text_file("{}", target)
+    assert target.read_text() == "{}"
+    assert not stale.exists() and fresh.exists() and other.exists()
+    assert remove_stale_temporaries(tmp_path / "model.pt") == [other]
+    assert not other.exists() and fresh.exists()
