@@ -43,6 +43,7 @@ __all__ = [
     "make_tomography",
     "TOMOGRAPHY_BACKENDS",
     "GEOMETRIES",
+    "PROJECTORS",
 ]
 
 #: whether astra-toolbox is importable (read when an ASTRA operator is built, so tests can patch it)
@@ -51,6 +52,8 @@ ASTRA_AVAILABLE: bool = importlib.util.find_spec("astra") is not None
 TOMOGRAPHY_BACKENDS = ("torch", "astra")
 #: the beam geometries of :func:`make_tomography`
 GEOMETRIES = ("parallel", "fan")
+#: projectors of the astra backend: ASTRA's CPU line projectors, or its CUDA ones
+PROJECTORS = ("cpu", "cuda")
 #: how to install the ASTRA backend
 ASTRA_INSTALL = 'pip install "liftinv[astra]"'
 
@@ -113,9 +116,22 @@ class AstraTomography(LinearOperator):
         angles: int = 30,
         *,
         geometry: str = "parallel",
+        projector: str = "cpu",
         noise_model: NoiseModel | None = None,
     ) -> None:
         _require_astra("the astra tomography backend")
+        if projector not in PROJECTORS:
+            raise ValueError(
+                f"AstraTomography: projector must be one of {', '.join(PROJECTORS)}, got {projector!r}"
+            )
+        if projector == "cuda":
+            import astra
+
+            if not astra.use_cuda():
+                raise ValueError(
+                    "AstraTomography: projector='cuda' needs ASTRA's CUDA projectors and a CUDA device, and "
+                    "astra.use_cuda() is False here; use projector='cpu'"
+                )
         super().__init__(image_size, noise_model=noise_model)
         _, height, width = self.image_size
         if height != width:
@@ -134,9 +150,9 @@ class AstraTomography(LinearOperator):
             )
         from odl.applications import tomo
 
-        self.geometry = geometry
+        self.geometry, self.projector = geometry, projector
         self.n_angles = angles
-        ray_transform = odl_ray_transform(width, angles, geometry=geometry, impl="astra_cpu")
+        ray_transform = odl_ray_transform(width, angles, geometry=geometry, impl=f"astra_{projector}")
         self.ray_transform = ray_transform
         self._map = _OdlMap(ray_transform)
         self._fbp = _OdlMap(tomo.fbp_op(ray_transform), need_adjoint=False)
@@ -149,7 +165,10 @@ class AstraTomography(LinearOperator):
         return (self.image_size[0], self.detector_count, self.n_angles)
 
     def _config(self) -> dict[str, Any]:
-        return {"angles": self.n_angles, "backend": "astra", "geometry": self.geometry}
+        config = {"angles": self.n_angles, "backend": "astra", "geometry": self.geometry}
+        if self.projector != "cpu":  # (the CPU projectors: descriptions written before this option)
+            config["projector"] = self.projector
+        return config
 
     def A(self, x: Tensor, **kwargs: Any) -> Tensor:
         """Forward projection ``[B, C, n, n] -> [B, C, detectors, angles]`` (differentiable)."""
@@ -176,6 +195,7 @@ def make_tomography(
     pixel_size: float | None = None,
     backend: str = "torch",
     geometry: str = "parallel",
+    projector: str = "cpu",
     noise_model: NoiseModel | None = None,
 ) -> LinearOperator:
     """Build a 2-D tomography operator on the chosen backend (``make_operator("tomography", ...)``).
@@ -194,6 +214,10 @@ def make_tomography(
         projectors, parallel or fan beam, needs ``pip install "liftinv[astra]"``).
     geometry : {"parallel", "fan"}, default "parallel"
         Beam geometry; fan beam needs the astra backend.
+    projector : {"cpu", "cuda"}, default "cpu"
+        Astra backend: ASTRA's CPU projectors (``astra_cpu``) or its GPU ones (``astra_cuda``, through ODL;
+        needs ``astra.use_cuda()``, i.e. astra-toolbox's CUDA build and a CUDA device). The GPU projectors
+        are ray-driven, so their back-projection is only approximately the adjoint of the projection.
     noise_model : deepinv.physics.NoiseModel, optional
         Noise added by ``op(x)``.
 
@@ -227,6 +251,11 @@ def make_tomography(
     if geometry not in GEOMETRIES:
         raise ValueError(f"tomography: geometry must be one of {', '.join(GEOMETRIES)}, got {geometry!r}")
     if backend == "torch":
+        if projector != "cpu":
+            raise ValueError(
+                "tomography: projector is an astra-backend parameter (the torch backend runs on the device of "
+                "its input)"
+            )
         if geometry != "parallel":
             raise ValueError(
                 f"tomography: geometry={geometry!r} needs backend='astra' (the torch backend is parallel beam "
@@ -239,4 +268,4 @@ def make_tomography(
             "tomography: pixel_size is a torch-backend parameter; the astra backend's image covers [-1, 1]^2 "
             "(pixel size 2 / n)"
         )
-    return AstraTomography(size, angles, geometry=geometry, noise_model=noise_model)
+    return AstraTomography(size, angles, geometry=geometry, projector=projector, noise_model=noise_model)

@@ -185,3 +185,21 @@ def test_astra_and_torch_parallel_beam_agree_on_tv():
         results[backend] = float(psnr(x_hat.clamp(0, 1), x))
     assert min(results.values()) > 20, results
     assert abs(results["torch"] - results["astra"]) < 1.0, results
+
+
+@needs_astra
+def test_cuda_projectors_are_refused_clearly_without_them():
+    import astra as astra_toolbox
+
+    make_tomography = astra.make_tomography
+    if astra_toolbox.use_cuda():  # pragma: no cover - a CUDA machine: the GPU projectors build
+        op = make_tomography(32, 8, backend="astra", projector="cuda")
+        assert op.describe()["projector"] == "cuda"
+        return
+    with pytest.raises(ValueError, match="projector='cuda' needs ASTRA's CUDA projectors"):
+        make_tomography(32, 8, backend="astra", projector="cuda")
+    with pytest.raises(ValueError, match="projector must be one of cpu, cuda"):
+        make_tomography(32, 8, backend="astra", projector="gpu")
+    with pytest.raises(ValueError, match="projector is an astra-backend parameter"):
+        make_tomography(32, 8, projector="cuda")
+    assert "projector" not in make_tomography(32, 8, backend="astra").describe()  # the CPU default
