@@ -6,7 +6,8 @@ process) of a deep MLP (``--layers`` Linear layers of width ``--width``, ReLU) o
 
 * data-parallel (:mod:`liftinv.training.distributed`): ``bregman-isgm`` (mini-batches of ``--batch-size``,
   and of 4 x ``--batch-size``: the same traffic per step for 4 times the compute) and ``bregman-bcd`` (sample
-  shards of ``--shard-size``);
+  shards of ``--shard-size``, and one shard of all the samples: full-batch BCD, as in Wang & Benning's
+  experiments);
 * layer-parallel (:mod:`liftinv.training.layer_parallel`): ``bregman-bcd`` (parity schedule, shards of
   ``--shard-size``; at most one rank per layer);
 * the reference, in the same run and on the same ranks: back-propagation (``backprop-adam``, mini-batches of
@@ -84,6 +85,7 @@ METHODS = [
     ("mlp", "bregman-isgm", "bregman-isgm", "data"),
     ("mlp", "bregman-isgm, 4x batch", "bregman-isgm", "data"),
     ("mlp", "bregman-bcd", "bregman-bcd", "data"),
+    ("mlp", "bregman-bcd, full batch", "bregman-bcd", "data"),
     ("mlp", "bregman-bcd", "bregman-bcd", "layers"),
     ("mlp", "backprop-adam (DDP)", "backprop-adam", "data"),
     ("unrolled", "bregman-isgm", "bregman-isgm", "data"),
@@ -131,6 +133,8 @@ def options_of(network: str, label: str, method: str, args) -> dict:
         return {"batch_size": args.unrolled_batch, **({"lr": 1e-3} if method == "backprop-adam" else {})}
     if label.endswith("4x batch"):
         return {"batch_size": 4 * args.batch_size}
+    if label.endswith("full batch"):  # one shard: the whole data set (one weight-step round per epoch)
+        return {"batch_size": args.samples}
     if method == "bregman-isgm":
         return {"batch_size": args.batch_size}
     if method == "bregman-bcd":

@@ -11,6 +11,7 @@ a cached vector) and which safety factor multiplies the estimate.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -380,12 +381,19 @@ def _data_rows(A: Tensor, augment: bool) -> Tensor:
     return torch.cat([A, torch.ones_like(A[:, :1])], 1) if augment else A
 
 
-def exact_sq_norms(As: Sequence[Tensor], augments: Sequence[bool], reduce=None) -> list[float]:
+def _largest_eigenvalue(G: Tensor) -> float:
+    """The largest eigenvalue of the symmetric matrix ``G`` (float64), times ``1 + 1e-6`` (a safe bound)."""
+    return float(torch.linalg.eigvalsh(G)[-1]) * (1 + 1e-6) + 1e-30
+
+
+def exact_sq_norms(As: Sequence[Tensor], augments: Sequence[bool], reduce=None, share=None) -> list[float]:
     """||A_k||_2^2 (or ||[A_k, 1]||_2^2) of several data matrices, in float64: :func:`exact_sq_norm` of each.
 
     ``reduce`` (optional) sums a list of tensors over the row blocks held elsewhere (an all-reduce:
     :mod:`liftinv.training.distributed`); the column Gram matrices ``[A_k, 1]^T [A_k, 1]`` of every matrix go
-    in one call, so the norms of all the layers of a network cost one collective.
+    in one call, so the norms of all the layers of a network cost one collective. ``share`` (optional, with
+    ``reduce``) runs a list of zero-argument tasks returning floats, each on one process, and gives every
+    process all the results (the eigenvalue problems, the same on every process, are then solved once).
 
     Examples
     --------
@@ -395,8 +403,10 @@ def exact_sq_norms(As: Sequence[Tensor], augments: Sequence[bool], reduce=None) 
     """
     if reduce is None:
         return [exact_sq_norm(A, augment) for A, augment in zip(As, augments)]
-    grams = [(B.T @ B) for B in (_data_rows(A.double(), augment) for A, augment in zip(As, augments))]
-    return [float(torch.linalg.eigvalsh(G)[-1]) * (1 + 1e-6) + 1e-30 for G in reduce(grams)]
+    grams = reduce([(B.T @ B) for B in (_data_rows(A.double(), augment) for A, augment in zip(As, augments))])
+    if share is None:
+        return [_largest_eigenvalue(G) for G in grams]
+    return share([functools.partial(_largest_eigenvalue, G) for G in grams])
 
 
 def exact_sq_norm(A: Tensor, augment: bool = False, reduce=None) -> float:
@@ -417,7 +427,7 @@ def exact_sq_norm(A: Tensor, augment: bool = False, reduce=None) -> float:
             s = A.sum(0, keepdim=True)
             corner = A.new_full((1, 1), float(A.shape[0]))
             G = torch.cat([torch.cat([G, s.T], 1), torch.cat([s, corner], 1)], 0)
-    return float(torch.linalg.eigvalsh(G)[-1]) * (1 + 1e-6) + 1e-30
+    return _largest_eigenvalue(G)
 
 
 def power_sq_norms(

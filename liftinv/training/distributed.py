@@ -70,6 +70,7 @@ data shapes and checksums, resume epoch) and raises the same ``ValueError`` on e
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
 import socket
@@ -83,7 +84,7 @@ from torch import Tensor, nn
 
 from liftinv.lifted.dense import DenseWeightBlock
 from liftinv.lifted.network import LiftedNetwork
-from liftinv.lifted.norms import exact_sq_norms, power_sq_norms
+from liftinv.lifted.norms import exact_sq_norm, exact_sq_norms, power_sq_norms
 from liftinv.lifted.steps import _smooth_in_state, lipschitz_state, state_gradient, weight_step
 from liftinv.training.backprop import BackpropTrainer
 from liftinv.training.bcd import BCDTrainer, BregmanAccelerated
@@ -163,6 +164,15 @@ class Communicator:
         self.bytes_reduced += flat.numel() * flat.element_size()
         parts = flat.split([t.numel() for t in tensors])
         return [p.reshape(t.shape).to(t.device) for p, t in zip(parts, tensors)]
+
+    def share(self, tasks: Sequence[Callable[[], float]]) -> list[float]:
+        """Run task i on rank ``i mod R`` only, and give every rank every result (one all-reduce of the floats:
+        each is one rank's value plus zeros, so exact). For work that would otherwise be repeated on every
+        rank (the eigenvalue problems of BCD's step sizes)."""
+        if self.world_size == 1:
+            return [float(task()) for task in tasks]
+        mine = [float(task()) if i % self.world_size == self.rank else 0.0 for i, task in enumerate(tasks)]
+        return self.sum_floats(mine)
 
     def sum_floats(self, values: Sequence[float]) -> list[float]:
         """All-reduce (SUM) of Python floats (in float64)."""
@@ -331,7 +341,7 @@ class DataParallelLifted(LiftedTrainer):
 
     def _data_sq_norms(self, Ms, augments, cache, keys) -> list[float]:
         if self.exact_norms:
-            return exact_sq_norms(Ms, augments, reduce=self.comm.sum)
+            return exact_sq_norms(Ms, augments, reduce=self.comm.sum, share=self.comm.share)
         return power_sq_norms(Ms, augments, cache, keys, reduce=self.comm.sum)
 
     def _step_dense_blocks(self, blocks) -> None:
@@ -349,11 +359,18 @@ class DataParallelLifted(LiftedTrainer):
     def _weight_step(self, states, y, layers, cache) -> dict[int, float]:
         return weight_step(self.net, states, y, layers, cache, reduce=self.comm.sum, total=self.total)
 
-    def state_update(self, states, l, y, cache) -> None:
+    def state_update(self, states, l, y, cache, lip=None) -> None:
         if self._fast_state[l]:  # per sample, the step size from the replicated weights
-            super().state_update(states, l, y, cache)
+            super().state_update(states, l, y, cache, lip)
         else:
             state_step_dp(self.net, states, l, y, cache, self.comm)
+
+    def _weight_sq_norms(self, weights, cache, keys) -> list[float]:
+        if self.exact_norms:  # the same eigenvalue problems on every rank: each solves its share
+            return self.comm.share([functools.partial(exact_sq_norm, W) for W in weights])
+        return super()._weight_sq_norms(
+            weights, cache, keys
+        )  # (power iterations: warm starts stay replicated)
 
     def objective_parts(self, states, y) -> dict[str, float]:
         """Objective, data term and penalty: means over every rank's samples of the batch."""

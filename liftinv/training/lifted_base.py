@@ -297,19 +297,35 @@ class LiftedTrainer:
             return exact_sq_norm(A, augment)
         return power_sq_norm(A, augment, cache, key)
 
-    def state_update(self, states: list[Tensor], l: int, y: Tensor, cache: dict) -> None:
-        """One safe forward-backward step on state block l (closed form for dense consumers), in place."""
+    def state_update(
+        self, states: list[Tensor], l: int, y: Tensor, cache: dict, lip: float | None = None
+    ) -> None:
+        """One safe forward-backward step on state block l (closed form for dense consumers), in place.
+
+        ``lip``: the closed-form step's constant lambda_{l+1} ||W_{l+1}||^2 when already known
+        (:meth:`state_lipschitz`).
+        """
         if self._fast_state[l]:
-            _, lin = dense_parts(self.net, l + 1)
-            lip = _lam(self.net, l + 1) * self._sq_norm(lin.weight.detach(), False, cache, ("pw", l + 1))
+            if lip is None:
+                _, lin = dense_parts(self.net, l + 1)
+                lip = _lam(self.net, l + 1) * self._sq_norm(lin.weight.detach(), False, cache, ("pw", l + 1))
             dense_state_step(self.net, states, l, y, lip)
         else:
             state_step(self.net, states, l, y, cache=cache)
 
+    def state_lipschitz(self, cache: dict) -> dict[int, float]:
+        """lambda_{l+1} ||W_{l+1}||^2 of every state with a closed-form step: the constants of a sweep, all at
+        once (the weights do not change during a sweep; :meth:`_weight_sq_norms`)."""
+        fast = [l for l in dict.fromkeys(self.sweep_order) if self._fast_state[l]]
+        weights = [dense_parts(self.net, l + 1)[1].weight.detach() for l in fast]
+        norms = self._weight_sq_norms(weights, cache, [("pw", l + 1) for l in fast])
+        return {l: _lam(self.net, l + 1) * v for l, v in zip(fast, norms)}
+
     def sweep(self, states: list[Tensor], y: Tensor, cache: dict) -> None:
         """One sweep over the free state blocks in ``order`` (in place)."""
+        lips = self.state_lipschitz(cache)
         for l in self.sweep_order:
-            self.state_update(states, l, y, cache)
+            self.state_update(states, l, y, cache, lips.get(l))
 
     def dense_weight_blocks(self, states: list[Tensor], y: Tensor, cache: dict) -> tuple[dict, list[int]]:
         """Closed-form blocks ``{l: DenseWeightBlock}`` of dense layers, and the first layers of the other blocks.
@@ -357,6 +373,11 @@ class LiftedTrainer:
         if self.exact_norms:
             return exact_sq_norms(Ms, augments)
         return power_sq_norms(Ms, augments, cache, keys)
+
+    def _weight_sq_norms(self, weights: list[Tensor], cache: dict, keys: list) -> list[float]:
+        """||W||_2^2 of the weight matrices ``weights`` (the state step sizes; a hook: data-parallel ranks share
+        the exact eigenvalue problems instead of each solving all of them)."""
+        return [self._sq_norm(W, False, cache, key) for W, key in zip(weights, keys)]
 
     def _dense_block(self, states: list[Tensor], y: Tensor, l: int, norm_sq: float) -> DenseWeightBlock:
         """The closed-form weight block of dense layer l (a hook: data-parallel blocks sum the gradient)."""
