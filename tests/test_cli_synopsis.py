@@ -132,3 +132,20 @@ def test_every_command_line_of_the_readme_names_existing_flags():
         assert command in COMMANDS, f"the README runs an unknown command: liftinv {command}{text}"
         unknown = set(FLAG.findall(text)) - _flags(_parser(command))
         assert not unknown, f"liftinv {command}{text}: no such flags {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_help_states_each_default_once(command):
+    """``liftinv <command> --help`` never says an option's default twice (the help's own words and argparse's
+    ``(default: ...)``), and never prints ``(default: None)``."""
+    parser = build_parser([command])
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    formatter = sub._get_formatter()
+    for action in sub._actions:
+        if not action.option_strings or action.help in (None, argparse.SUPPRESS):
+            continue
+        text = formatter._expand_help(action)
+        appended = formatter._get_help_string(action) != action.help
+        flag = action.option_strings[0]
+        assert not (appended and "default" in action.help.lower()), f"{command} {flag}: {text!r}"
+        assert "(default: None)" not in text, f"{command} {flag}: {text!r}"

@@ -24,6 +24,7 @@ import os
 import time
 from typing import Any
 
+from liftinv.commands.help_format import DefaultsOnceHelpFormatter
 from liftinv.commands.threads import add_threads_argument, use_threads
 
 TV_ALPHAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)
@@ -40,7 +41,7 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
         description="Train an unrolled proximal-gradient network with CNN proximal steps by lifted Bregman "
         "(ISGM) on patches of bundled images, then reconstruct a held-out image and compare with TV (best "
         "alpha on that image) and the pseudo-inverse.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsOnceHelpFormatter,
     )
     p.add_argument("--task", default="inpaint", choices=DEMO_TASKS, help="reconstruction task")
     p.add_argument("--seed", type=int, default=0, help="seed (patches, noise, weights, mini-batches)")

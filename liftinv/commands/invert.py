@@ -36,6 +36,7 @@ import math
 import os
 from typing import Any
 
+from liftinv.commands.help_format import DefaultsOnceHelpFormatter
 from liftinv.commands.threads import add_threads_argument, use_threads
 
 MODELS = ("perceptron", "autoencoder")
@@ -64,7 +65,7 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
         description="Invert a pre-trained network from a noisy output by lifted Bregman inversion "
         "(Wang & Benning 2023) or gradient-based inversion, with TV. Prints PSNR / SSIM (deepinv PSNR(max_pixel=1), "
         "SSIM() = torchmetrics Gaussian SSIM) and writes truth | output | reconstruction.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsOnceHelpFormatter,
     )
     parser.add_argument(
         "--model",

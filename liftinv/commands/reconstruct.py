@@ -40,6 +40,7 @@ import sys
 import time
 from typing import Any
 
+from liftinv.commands.help_format import DefaultsOnceHelpFormatter
 from liftinv.commands.threads import add_threads_argument, use_threads
 
 OPERATOR_NAMES = ("blur", "tomography", "inpainting", "denoising")
@@ -106,7 +107,7 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
         "(--measurements), classically or with a trained model."
         + " Metrics: deepinv PSNR(max_pixel=1) and SSIM() (torchmetrics Gaussian SSIM) on the "
         "reconstruction clipped to [0, 1].",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsOnceHelpFormatter,
     )
     parser.add_argument(
         "--operator",

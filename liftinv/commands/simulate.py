@@ -21,6 +21,7 @@ import math
 import os
 from typing import Any
 
+from liftinv.commands.help_format import DefaultsOnceHelpFormatter
 from liftinv.commands.reconstruct import (
     OPERATOR_NAMES,
     add_operator_parameters,
@@ -41,7 +42,7 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
         description="Simulate noisy measurements y = A x + noise of an image and write "
         f"DIR/{FILES['measurements']}, DIR/{FILES['operator']} and DIR/{FILES['truth']} "
         "(for liftinv reconstruct --measurements).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsOnceHelpFormatter,
     )
     parser.add_argument("--operator", default="blur", help=f"forward operator: {' | '.join(OPERATOR_NAMES)}")
     parser.add_argument(

@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 from liftinv.commands.distributed import add_distributed_arguments, check_distributed, init_distributed
+from liftinv.commands.help_format import DefaultsOnceHelpFormatter
 from liftinv.commands.threads import add_threads_argument, use_threads
 
 TASK_NAMES = ("deblur", "ct", "inpaint", "denoise")
@@ -121,7 +122,7 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
         description="Train an unrolled network (convex-prior proxgrad / dualfb, or learned CNN lpd / "
         "proxgrad-cnn) by back-propagation, MAC or lifted Bregman (BCD / ISGM) on image patches (bundled, "
         "--images DIR) or random-ellipse phantoms (ct with lpd), and save it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsOnceHelpFormatter,
     )
     p.add_argument("--task", default="deblur", help=f"task: {' | '.join(TASK_NAMES)}")
     p.add_argument("--arch", default="proxgrad", help=f"architecture: {' | '.join(HELP_ARCH_NAMES)}")
