@@ -21,6 +21,11 @@ iteration):
 * ``lifted-adam``       lifted, relaxed, Adam on the input block (TV smoothed, eps = 1e-2), lr 3e-2
 * ``lifted-adam-hard``  the same with hard coupling
 * ``gradient-adam``     the gradient baseline with Adam (same smoothing and lr)
+* ``lifted-pdhg-cont``  continuation coupling: relaxed for the first half of the budget, hard for the second
+* ``lifted-adam-cont``  the same with the Adam input step
+
+The default of ``invert`` (``coupling="auto"``) is ``lifted-pdhg`` for alpha > 0 and ``lifted-pdhg-cont`` for
+alpha = 0.
 
 Metrics: PSNR (``deepinv.loss.metric.PSNR(max_pixel=1)``) and SSIM (``deepinv.loss.metric.SSIM()``, i.e.
 torchmetrics' Gaussian-window SSIM, 11 x 11, sigma 1.5, data range 1; it differs from scikit-image's by ~0.02),
@@ -31,6 +36,18 @@ listed as a learned reference inverse.
 A timing section inverts a batch of 64 outputs of model (a) at the default settings of
 :func:`liftinv.inversion.invert` (lifted: PDHG, relaxed; gradient: Adam; 1000 iterations) with 1 and 2
 torch threads, alternating the methods.
+
+Protocol of issue 15 (the default of :func:`liftinv.inversion.invert` and alpha are chosen on a validation
+split of outputs, then the test split is evaluated once at those alphas)::
+
+    python benchmarks/inversion.py --split validation --no-timing \
+        --json benchmarks/results/inversion_validation.json     # -> inversion_validation.md
+    python benchmarks/inversion.py --split test --no-timing \
+        --methods lifted-pdhg,lifted-pdhg-cont,lifted-pdhg-hard,gradient-adam,gradient-pdhg \
+        --alphas-from benchmarks/results/inversion_validation.json \
+        --json benchmarks/results/inversion.json                # -> inversion.md, inversion.png
+
+(``--models perceptron`` / ``--models autoencoder`` run one model, e.g. in two parallel processes.)
 
 Usage::
 
@@ -65,6 +82,8 @@ METHODS = {
     "lifted-adam": dict(method="lifted", solver="adam", coupling="relaxed"),
     "lifted-adam-hard": dict(method="lifted", solver="adam", coupling="hard"),
     "gradient-adam": dict(method="gradient", solver="adam"),
+    "lifted-pdhg-cont": dict(method="lifted", solver="pdhg", coupling="continuation"),
+    "lifted-adam-cont": dict(method="lifted", solver="adam", coupling="continuation"),
 }
 #: lifted method -> gradient method with the same input solver (for the time ratio and the comparison)
 PAIRS = {
@@ -72,6 +91,8 @@ PAIRS = {
     "lifted-pdhg-hard": "gradient-pdhg",
     "lifted-adam": "gradient-adam",
     "lifted-adam-hard": "gradient-adam",
+    "lifted-pdhg-cont": "gradient-pdhg",
+    "lifted-adam-cont": "gradient-adam",
 }
 
 
@@ -92,8 +113,14 @@ def metrics(x: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return psnr(x, truth), ssim(x, truth)
 
 
-def study(name, model, inputs, alphas, iters, device, methods, seed=0, reference=None, progress=False):
-    """Run every method on the batch (noise x alpha x images); pick alpha per noise by oracle PSNR."""
+def study(
+    name, model, inputs, alphas, iters, device, methods, seed=0, reference=None, progress=False, chosen=None
+):
+    """Run every method on the batch (noise x alpha x images); pick alpha per noise by oracle PSNR.
+
+    ``chosen`` (method -> one alpha per noise level, read from a validation run) replaces the oracle: the
+    reported row is the one at the alpha chosen on the validation split.
+    """
     from liftinv.inversion import invert
 
     K = inputs.shape[0]
@@ -138,6 +165,8 @@ def study(name, model, inputs, alphas, iters, device, methods, seed=0, reference
         for i, delta in enumerate(NOISE_LEVELS):
             mean_psnr = psnr[i].mean(1)
             j = int(mean_psnr.argmax())
+            if chosen is not None and mname in chosen:
+                j = alphas.index(chosen[mname][i])
             rows.append(
                 {
                     "noise": delta,
@@ -219,6 +248,78 @@ def timing_64(iters: int, device, threads_list=(1, 2), repeats: int = 1, size: i
     return rows
 
 
+def init_spread(problem, alpha_l, alpha_g, iters, starts=5, delta=0.02, seed=0):
+    """PSNR over ``starts`` random initialisations (uniform in the box), default lifted vs gradient-adam.
+
+    Returns per method the mean over images of the std over starts of the PSNR, and the mean PSNR.
+    """
+    from liftinv.inversion import invert
+
+    x = problem.inputs
+    K = x.shape[0]
+    with torch.no_grad():
+        f0 = problem.model(x)
+    f = noisy(f0, delta, seed + 1).repeat(starts, *([1] * (f0.dim() - 1)))  # [starts*K]
+    g = torch.Generator().manual_seed(seed + 7)
+    init = torch.rand((starts * K, *x.shape[1:]), generator=g)
+    truth = x.repeat(starts, 1, 1, 1)
+    out = {}
+    for name, kw, a in (
+        ("lifted (default)", dict(method="lifted"), alpha_l),
+        ("gradient-adam", dict(method="gradient", solver="adam"), alpha_g),
+    ):
+        res = invert(problem.model, f, alpha=a, init=init, max_iter=iters, tol=0.0, progress=False, **kw)
+        p, _ = metrics(res.u.reshape(truth.shape), truth)
+        p = p.reshape(starts, K)
+        out[name] = {"std": float(p.std(0).mean()), "mean": float(p.mean()), "min": float(p.min())}
+    return out
+
+
+def timing_256(problem, alpha, iters, warmup=20):
+    """Wall time of inverting 256 outputs at once (defaults; gradient-adam), after a short warm-up run."""
+    from liftinv.inversion import invert
+
+    x = problem.inputs
+    reps = -(-256 // x.shape[0])
+    with torch.no_grad():
+        f = noisy(problem.model(x), 0.02, 1)
+    f = f.repeat(reps, *([1] * (f.dim() - 1)))[:256]
+    rows = []
+    for name, kw in (("lifted (default)", dict(method="lifted")), ("gradient-adam", dict(method="gradient"))):
+        invert(problem.model, f, alpha=alpha, max_iter=warmup, tol=0.0, progress=False, **kw)
+        res = invert(problem.model, f, alpha=alpha, max_iter=iters, tol=0.0, progress=False, **kw)
+        rows.append({"method": name, "time": res.time, "iterations": res.iterations})
+    rows[0]["ratio"] = rows[0]["time"] / rows[1]["time"]
+    return rows
+
+
+def extras_main(args) -> int:
+    """--extras: initialisation spread and the 256-output timing -> inversion_extras.{md,json}."""
+    from liftinv.inversion.recipes import get_recipe
+
+    torch.set_num_threads(args.threads)
+    iters = args.iters or 1000
+    t_iters = args.timing_iters
+    probs = {
+        "perceptron": (get_recipe("perceptron", n_images=2), 10.0, 3.0),
+        "autoencoder": (get_recipe("autoencoder", n_images=6, path=args.ae_cache), 0.01, 0.001),
+    }
+    data = {
+        "meta": {"threads": args.threads, "iters": iters, "timing_iters": t_iters},
+        "spread": {},
+        "timing": {},
+    }
+    for name, (prob, a_l, a_g) in probs.items():
+        if name not in args.models.split(","):
+            continue
+        data["spread"][name] = init_spread(prob, a_l, a_g, iters)
+        data["timing"][name] = timing_256(prob, a_l, t_iters)
+        print(name, data["spread"][name], data["timing"][name], flush=True)
+    out = Path(args.json or ROOT / "results" / "inversion_extras.json")
+    out.write_text(json.dumps(data, indent=1))
+    return 0
+
+
 def plot(results, path):
     import matplotlib
 
@@ -233,6 +334,8 @@ def plot(results, path):
         "lifted-adam": ("C2", "--"),
         "lifted-adam-hard": ("C2", ":"),
         "gradient-adam": ("C3", "--"),
+        "lifted-pdhg-cont": ("C4", "-"),
+        "lifted-adam-cont": ("C4", "--"),
     }
     for ax, res in zip(axes[0], results):
         x = [100 * d for d in NOISE_LEVELS]
@@ -247,7 +350,7 @@ def plot(results, path):
         ax.set_xticks(x)
         ax.set_xticklabels([f"{v:g}" for v in x])
         ax.set_xlabel("noise level (% of ||f||)")
-        ax.set_ylabel("PSNR (dB), oracle alpha")
+        ax.set_ylabel("PSNR (dB), alpha: " + ("validation split" if res.get("chosen") else "oracle"))
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -259,6 +362,7 @@ def plot(results, path):
 def markdown(results, timing, meta) -> str:
     L = ["# Inversion of pre-trained networks: lifted Bregman vs gradient-based inversion", ""]
     L.append(
+        f"Split: **{meta.get('split', 'test')}**. "
         f"Generated by `{meta['command']}` on {meta['device']} ({meta['threads']} torch thread(s) for the "
         f"study), torch {meta['torch']}, {meta['date']}. Total run time {meta['total_time']:.0f} s."
     )
@@ -266,8 +370,16 @@ def markdown(results, timing, meta) -> str:
     L.append(
         "Setting: TV regulariser, box [0, 1], zero initialisation, "
         f"{meta['iters']} iterations for every method (no early stop), relative noise "
-        "`f = N(u) + delta ||N(u)|| e/||e||`. **alpha rule: oracle** -- for each method and noise level "
-        "the alpha of the grid with the best mean PSNR (same grid for every method, alpha = 0 included). "
+        "`f = N(u) + delta ||N(u)|| e/||e||`. "
+        + (
+            "**alpha rule: validation split** -- for each method and noise level the alpha of the grid "
+            "with the best mean PSNR on the *validation* outputs (disjoint images, `split='validation'` of "
+            "the recipes); the test outputs below are evaluated once at that alpha. "
+            if meta.get("split") == "test" and meta.get("alphas_from")
+            else "**alpha rule: oracle** on this split (" + meta.get("split", "test") + ") -- for each "
+            "method and noise level the alpha of the grid with the best mean PSNR. "
+        )
+        + "Same alpha grid for every method (alpha = 0 included). "
         "PSNR = `deepinv.loss.metric.PSNR(max_pixel=1)`, SSIM = `deepinv.loss.metric.SSIM()` "
         "(torchmetrics Gaussian-window SSIM). Cells: PSNR dB / SSIM (alpha)."
     )
@@ -325,6 +437,28 @@ def markdown(results, timing, meta) -> str:
                 f"- {a} vs {b}: ahead or equal at {ok}/{len(diffs)} levels; differences "
                 f"{', '.join(f'{v:+.2f}' for v in diffs)} dB."
             )
+        grads = [m for m in names if m.startswith("gradient")]
+        if grads:
+            L.append("")
+            L.append(
+                "Against the *best* gradient inversion at each noise level (max over "
+                + ", ".join(grads)
+                + "), noise >= 1%:"
+            )
+            L.append("")
+            for a in (m for m in names if m.startswith("lifted")):
+                diffs = [
+                    res["methods"][a]["rows"][i]["psnr"]
+                    - max(res["methods"][b]["rows"][i]["psnr"] for b in grads)
+                    for i, d in enumerate(NOISE_LEVELS)
+                    if d >= 0.01
+                ]
+                ok = sum(v >= -0.05 for v in diffs)
+                L.append(
+                    f"- {a}: ahead or equal at {ok}/{len(diffs)} levels; differences "
+                    f"{', '.join(f'{v:+.2f}' for v in diffs)} dB (worst {min(diffs):+.2f}, mean "
+                    f"{sum(diffs) / len(diffs):+.2f})."
+                )
         L.append("")
         L.append(
             "Exact fit (noise 0, alpha = 0): relative residual ||N(u) - f|| / ||f|| after the budget: "
@@ -414,6 +548,24 @@ def main(argv=None) -> int:
         help="cache file of the trained autoencoder",
     )
     ap.add_argument("--no-timing", action="store_true", help="skip the 64-batch timing")
+    ap.add_argument(
+        "--split",
+        choices=("validation", "test"),
+        default="test",
+        help="outputs to invert: validation (choose defaults and alpha) or test (report once)",
+    )
+    ap.add_argument(
+        "--methods", default=None, help="comma-separated subset of the methods (default: all of METHODS)"
+    )
+    ap.add_argument(
+        "--models", default="perceptron,autoencoder", help="comma-separated models to run (default both)"
+    )
+    ap.add_argument(
+        "--alphas-from",
+        default=None,
+        metavar="JSON",
+        help="validation JSON (--split validation --json ...): report each method at its validation alpha",
+    )
     ap.add_argument("--progress", action="store_true", help="show progress bars")
     ap.add_argument(
         "--from-json",
@@ -421,7 +573,11 @@ def main(argv=None) -> int:
         metavar="PATH",
         help="re-render inversion.md and the PNG from a JSON written by --json (no computation)",
     )
+    ap.add_argument("--extras", action="store_true", help="initialisation spread + 256-output timing only")
+    ap.add_argument("--timing-iters", type=int, default=100, help="iterations of the 256-output timing")
     args = ap.parse_args(argv)
+    if args.extras:
+        return extras_main(args)
     if args.from_json:
         data = json.loads(Path(args.from_json).read_text())
         out_dir = Path(args.out_dir or ROOT / "results")
@@ -445,52 +601,83 @@ def main(argv=None) -> int:
     )
     print(f"device: {dev_name}; iterations {iters}", flush=True)
 
+    methods = args.methods.split(",") if args.methods else list(METHODS)
+    models = args.models.split(",")
+    chosen = {}
+    if args.alphas_from:
+        for r in json.loads(Path(args.alphas_from).read_text())["results"]:
+            chosen[r["model"]] = {m: [row["alpha"] for row in d["rows"]] for m, d in r["methods"].items()}
+    results = []
     size, feats = (32, 256) if args.quick else (64, 512)
-    pa = get_recipe("perceptron", image_size=size, features=feats, n_images=2)
+    pa = get_recipe("perceptron", image_size=size, features=feats, n_images=2, split=args.split)
     scale = (size / 64) ** 2
-    res_a = study(
-        "perceptron",
-        pa.model,
-        pa.inputs,
-        [0.0] + [scale * a for a in (1.0, 3.0, 10.0, 30.0)],
-        iters,
-        dev,
-        list(METHODS),
-        progress=args.progress,
+    res_a = (
+        None
+        if "perceptron" not in models
+        else study(
+            "perceptron",
+            pa.model,
+            pa.inputs,
+            [0.0] + [scale * a for a in (1.0, 3.0, 10.0, 30.0)],
+            iters,
+            dev,
+            methods,
+            progress=args.progress,
+            chosen=chosen.get("perceptron"),
+        )
     )
-    res_a["title"] = f"(a) ReLU perceptron {size}x{size} -> {feats}"
-    res_a["description"] = (
-        f"`liftinv.inversion.recipes.perceptron({size}, {feats})`: W ~ N(0,1), b ~ N(0,1); test images "
-        "Shepp-Logan and one random piecewise-constant phantom."
-    )
+    if res_a is not None:
+        results.append(res_a)
+        res_a["chosen"] = bool(chosen)
+    if res_a is not None:
+        res_a["title"] = f"(a) ReLU perceptron {size}x{size} -> {feats}"
+        res_a["description"] = (
+            f"`liftinv.inversion.recipes.perceptron({size}, {feats})`: W ~ N(0,1), b ~ N(0,1); test images "
+            "Shepp-Logan and one random piecewise-constant phantom (validation: two phantoms of another seed)."
+        )
 
     pb = get_recipe(
-        "autoencoder", n_images=3 if args.quick else 6, path=args.ae_cache, epochs=20 if args.quick else 60
+        "autoencoder",
+        n_images=3 if args.quick else 6,
+        path=args.ae_cache,
+        epochs=20 if args.quick else 60,
+        split=args.split,
     )
     ae = pb.extras["autoencoder"]
-    res_b = study(
-        "autoencoder",
-        pb.model,
-        pb.inputs,
-        [0.0, 1e-3, 3e-3, 1e-2, 3e-2],
-        iters,
-        dev,
-        list(METHODS),
-        reference=pb.extras["decoder"],
-        progress=args.progress,
+    res_b = (
+        None
+        if "autoencoder" not in models
+        else study(
+            "autoencoder",
+            pb.model,
+            pb.inputs,
+            [0.0, 1e-3, 3e-3, 1e-2, 3e-2],
+            iters,
+            dev,
+            methods,
+            reference=pb.extras["decoder"],
+            progress=args.progress,
+            chosen=chosen.get("autoencoder"),
+        )
     )
-    res_b["title"] = "(b) conv encoder, 16x16 digits -> 32-dim code"
-    res_b["description"] = (
-        f"`liftinv.inversion.recipes.autoencoder(seed=0, epochs={ae.train_info['epochs']})` trained (when first built; cached afterwards) in "
-        f"{ae.train_info['train_time']:.0f} s (held-out autoencoder PSNR "
-        f"{ae.train_info['test_psnr']:.1f} dB); invert the encoder (ReLU code); test images: "
-        "held-out digits. 'decoder D(f)' = the decoder applied to the noisy code."
-    )
+    if res_b is not None:
+        results.append(res_b)
+        res_b["chosen"] = bool(chosen)
+        res_b["title"] = "(b) conv encoder, 16x16 digits -> 32-dim code"
+        res_b["description"] = (
+            f"`liftinv.inversion.recipes.autoencoder(seed=0, epochs={ae.train_info['epochs']})` trained (when first built; cached afterwards) in "
+            f"{ae.train_info['train_time']:.0f} s (held-out autoencoder PSNR "
+            f"{ae.train_info['test_psnr']:.1f} dB); invert the encoder (ReLU code); test images: "
+            "held-out digits (validation: other held-out digits). 'decoder D(f)' = the decoder applied to the "
+            "noisy code."
+        )
     timing = [] if (args.no_timing or args.quick) else timing_64(1000, dev)
     load = f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     total = time.perf_counter() - t_start
     meta = {
-        "command": "python benchmarks/inversion.py" + (" --quick" if args.quick else ""),
+        "command": "python benchmarks/inversion.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "split": args.split,
+        "alphas_from": args.alphas_from,
         "device": dev_name,
         "threads": args.threads,
         "torch": torch.__version__,
@@ -504,15 +691,15 @@ def main(argv=None) -> int:
         or (Path(tempfile.gettempdir()) / "liftinv-inversion-quick" if args.quick else ROOT / "results")
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = [res_a, res_b]
-    plot(results, out_dir / "inversion.png")
+    stem = "inversion" if args.split == "test" else "inversion_validation"
+    plot(results, out_dir / f"{stem}.png")
     md = markdown(results, timing, meta)
-    (out_dir / "inversion.md").write_text(md)
+    (out_dir / f"{stem}.md").write_text(md)
     print(md)
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "results": results, "timing": timing}, indent=1))
     print(
-        f"wrote {out_dir / 'inversion.md'} and {out_dir / 'inversion.png'} in {total:.0f} s", file=sys.stderr
+        f"wrote {out_dir / (stem + '.md')} and {out_dir / (stem + '.png')} in {total:.0f} s", file=sys.stderr
     )
     return 0
 

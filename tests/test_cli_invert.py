@@ -130,3 +130,19 @@ def test_invert_refuses_pickled_modules_and_state_dict_files(tmp_path, capsys):
     rc = main(["invert", "--model", str(sd), "--iters", "2", "--out", "", "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 1 and "state_dict" in err
+
+
+def test_cli_defaults_are_the_api_defaults():
+    """``liftinv invert`` states its defaults without importing torch; they must stay the API's."""
+    import inspect
+
+    from liftinv.cli import build_parser
+    from liftinv.inversion import invert
+
+    parser = build_parser(["invert"])
+    sub = next(a for a in parser._actions if a.dest == "command").choices["invert"]
+    defaults = {a.dest: a.default for a in sub._actions}
+    api = inspect.signature(invert).parameters
+    assert defaults["coupling"] == api["coupling"].default
+    assert defaults["lambdas"] == api["lambdas"].default
+    assert defaults["iters"] == api["max_iter"].default

@@ -25,6 +25,7 @@ from liftinv.inversion.recipes import (
     RECIPES,
     Autoencoder,
     autoencoder,
+    fold_batchnorm,
     get_recipe,
     perceptron,
 )
@@ -177,7 +178,7 @@ def test_exact_fit_without_noise(problem):
     grad = invert(net, f0, regulariser=None, method="gradient", max_iter=500, progress=False)
     assert float(grad.residual.max()) > 1e-2
     # the relaxed form keeps a few saturated ("dead") units: documented, not exact
-    relaxed = invert(net, f0, regulariser=None, max_iter=500, progress=False)
+    relaxed = invert(net, f0, regulariser=None, coupling="relaxed", max_iter=500, progress=False)
     assert float(relaxed.residual.max()) < float(grad.residual.max())
 
 
@@ -358,3 +359,124 @@ def test_unrolled_recipe_inverts_when_available():
     res = invert(prob.model, f, alpha=prob.alpha, max_iter=40, tol=0, progress=False)
     assert res.info["depth"] >= 2
     assert res.history["residual"][-1] < 0.5 * res.history["residual"][0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# issue 15: layers that cannot be lifted, batch = one at a time, batch-norm folding, validation split
+# ---------------------------------------------------------------------------------------------------------
+class _SelfAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.att = nn.MultiheadAttention(4, 1, batch_first=True)
+
+    def forward(self, x):
+        x = x.reshape(x.shape[0], 1, 4)
+        return self.att(x, x, x)[0].reshape(x.shape[0], 4)
+
+
+@pytest.mark.parametrize(
+    ("model", "shape", "error", "layer", "advice"),
+    [
+        (
+            nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()),
+            (1, 4, 4),
+            LiftingError,
+            "MaxPool2d",
+            "average pooling",
+        ),
+        (nn.Sequential(nn.Linear(4, 4), nn.GELU()), (4,), NotProximalError, "GELU", "ReLU"),
+        (nn.Sequential(_SelfAttention()), (4,), LiftingError, "MultiheadAttention", "method='gradient'"),
+    ],
+)
+def test_non_liftable_layer_names_the_layer_and_the_advice(model, shape, error, layer, advice):
+    """One error of the lift() type, naming the layer, with the suggestion that applies to it."""
+    with pytest.raises(error) as info:
+        invert(model, torch.rand(1, 4), input_shape=shape, regulariser=None, progress=False)
+    msg = str(info.value)
+    assert layer in msg and advice in msg
+    assert "Supported:" not in msg  # the advice replaces the long list of supported modules
+    assert invert(
+        model,
+        torch.rand(1, 4),
+        input_shape=shape,
+        regulariser=None,
+        method="gradient",
+        max_iter=2,
+        progress=False,
+    ).u.shape == (1, *shape)  # the suggested fallback works
+
+
+def test_default_batch_equals_one_at_a_time_with_per_sample_alpha(problem):
+    """Samples are independent under the defaults: a batch gives each sample's separate result."""
+    _, _, f0, f = problem
+    net64 = perceptron(SIZE, FEATURES, seed=0).double()
+    fb = torch.cat([f, f0, 1.02 * f]).double()
+    alphas = torch.tensor([ALPHA, 0.5 * ALPHA, 2 * ALPHA], dtype=torch.float64)
+    both = invert(net64, fb, alpha=alphas, max_iter=60, tol=0, progress=False)
+    for k in range(3):
+        one = invert(net64, fb[k : k + 1], alpha=float(alphas[k]), max_iter=60, tol=0, progress=False)
+        torch.testing.assert_close(both.u[k : k + 1], one.u, rtol=1e-9, atol=1e-9)
+
+
+def test_fold_batchnorm_is_exact_and_makes_the_network_liftable():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten())
+    net(torch.rand(16, 1, 6, 6))  # running statistics
+    net.eval()
+    folded = fold_batchnorm(net)
+    x = torch.rand(4, 1, 6, 6)
+    torch.testing.assert_close(folded(x), net(x), rtol=1e-5, atol=1e-6)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    with pytest.raises(LiftingError, match="fold"):
+        invert(net, net(x).detach(), input_shape=(1, 6, 6), progress=False)
+    res = invert(folded, folded(x).detach(), input_shape=(1, 6, 6), max_iter=5, progress=False)
+    assert res.u.shape == x.shape
+
+
+def test_validation_split_is_disjoint_from_the_test_split(tmp_path):
+    test = get_recipe("perceptron", image_size=16, features=32, n_images=2)
+    val = get_recipe("perceptron", image_size=16, features=32, n_images=2, split="validation")
+    assert torch.equal(test.model[1].weight, val.model[1].weight)
+    for v in val.inputs:
+        assert all(not torch.equal(v, t) for t in test.inputs)
+    with pytest.raises(ValueError, match="split"):
+        get_recipe("perceptron", image_size=16, features=32, split="train")
+
+
+def test_default_fits_exact_data_of_an_injective_network():
+    """Defaults (coupling="auto", alpha = 0): relative residual <= 1e-4 on exact data (issue 15)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 48), nn.ReLU()).double()  # 16 -> 48: injective here
+    u = torch.rand(3, 1, 4, 4, dtype=torch.float64)
+    f = net(u).detach()
+    res = invert(net, f, regulariser=None, max_iter=4000, progress=False)
+    assert res.info["coupling"] == "continuation" and res.info["coupling_option"] == "auto"
+    assert float(res.residual.max()) <= 1e-4, res.residual
+    # injective: the exact fit recovers the input itself
+    assert (
+        float(((res.u.reshape(3, -1) - u.reshape(3, -1)).norm(dim=1) / u.reshape(3, -1).norm(dim=1)).max())
+        < 1e-3
+    )
+    # the perceptron of the benchmark (32x32 -> 256), default settings, alpha = 0
+    net2 = perceptron(SIZE, FEATURES, seed=0).double()
+    u2 = shepp_logan(SIZE, source="skimage").double()
+    res2 = invert(net2, net2(u2).detach(), regulariser=None, progress=False)
+    assert float(res2.residual.max()) <= 1e-4, res2.residual
+    relaxed = invert(net2, net2(u2).detach(), regulariser=None, coupling="relaxed", progress=False)
+    assert float(relaxed.residual.max()) > 1e-3  # the saturated units the continuation removes
+
+
+def test_default_is_relaxed_under_regularisation_and_splits_mixed_batches(problem):
+    """alpha > 0 -> relaxed (the validated default); a batch mixing alpha = 0 and alpha > 0 is solved
+    as two independent sub-batches, so every sample equals its own run."""
+    _, _, f0, f = problem
+    net64 = perceptron(SIZE, FEATURES, seed=0).double()
+    fb = torch.cat([f, f0]).double()
+    alphas = torch.tensor([ALPHA, 0.0], dtype=torch.float64)
+    both = invert(net64, fb, alpha=alphas, max_iter=80, tol=0, progress=False)
+    assert both.info["coupling"] == "auto"
+    for k, coupling in enumerate(("relaxed", "continuation")):
+        one = invert(net64, fb[k : k + 1], alpha=float(alphas[k]), max_iter=80, tol=0, progress=False)
+        assert one.info["coupling"] == coupling
+        torch.testing.assert_close(both.u[k : k + 1], one.u, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(both.residual[k : k + 1], one.residual, rtol=1e-9, atol=1e-12)

@@ -83,7 +83,10 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
         "default pdhg for lifted, adam for gradient",
     )
     parser.add_argument(
-        "--coupling", default="relaxed", help="lifted: relaxed (free last state) | hard (x_L = f)"
+        "--coupling",
+        default="auto",  # the API's default (tests/test_cli_invert.py ties them; no torch import here)
+        help="lifted: auto (relaxed if alpha > 0, continuation if alpha = 0; the API default) | relaxed (free "
+        "last state) | hard (x_L = f) | continuation (relaxed, then hard for the second half)",
     )
     parser.add_argument(
         "--alpha",

@@ -20,7 +20,7 @@ from liftinv.metrics import History
 
 REGULARISERS = ("tv", "tikhonov", None)
 METHODS = ("lifted", "gradient")
-COUPLINGS = ("relaxed", "hard")
+COUPLINGS = ("auto", "relaxed", "hard", "continuation")
 GRADIENT_SOLVERS = ("adam", "lbfgs", "pdhg")
 LIFTED_SOLVERS = ("pdhg", "adam")
 

@@ -11,6 +11,7 @@ from liftinv.inversion._common import (
     _PATIENCE,
     InversionResult,
     _adam_step,
+    _bshape,
     _Context,
     _end_iteration,
     _half_sq_dist,
@@ -83,20 +84,79 @@ class _AdamInputStep:
         return self.x.detach().clone()
 
 
+#: (names in the error, advice) for layers that lift() rejects; the first match applies
+_SUGGESTIONS = (
+    (
+        ("MaxPool", "AdaptiveMaxPool"),
+        "max pooling is not affine: replace it by average pooling (nn.AvgPool2d, linear) or a strided "
+        "convolution and retrain, or use method='gradient'",
+    ),
+    (
+        ("BatchNorm",),
+        "batch norm in eval mode is affine: fold it into the preceding convolution / linear layer "
+        "(liftinv.inversion.recipes.fold_batchnorm) before inverting, or use method='gradient'",
+    ),
+    (
+        ("GELU", "SiLU", "Mish", "Hardswish", "ELU", "sign", "threshold"),
+        "the activation is not a proximal map: replace it by a proximal one (ReLU, LeakyReLU, Softshrink, "
+        "Tanh, Sigmoid) and retrain, or use method='gradient'",
+    ),
+    (
+        ("Attention", "Transformer"),
+        "attention multiplies activations with each other, so it is not 'affine map then proximal "
+        "activation' and has no lifted form: use method='gradient'",
+    ),
+    (("Dropout",), "call model.eval() and remove nn.Dropout (the identity in eval mode)"),
+)
+
+
+def _lift_for_inversion(model, lambdas) -> LiftedNetwork:
+    """lift() with the advice that applies added to the error of a layer that cannot be lifted."""
+    from liftinv.lifted import LiftingError
+    from liftinv.lifted.activations import NotProximalError
+
+    try:
+        return lift(model, last="free", penalty="bregman", lambdas=lambdas)
+    except (LiftingError, NotProximalError) as exc:
+        msg = str(exc)
+        head = msg.split(". Supported:")[0].rstrip(". ")
+        inner = [type(m).__name__ for m in model.modules() if "attention" in type(m).__name__.lower()]
+        inner = [n for n in inner if n not in head]
+        if inner:
+            head = f"{head} (it contains {inner[0]})"
+        for names, advice in _SUGGESTIONS:
+            if any(n.lower() in head.lower() for n in names):
+                raise type(exc)(f"{head}. Lifted inversion cannot use this layer; {advice}.") from None
+        raise type(exc)(f"{msg} -- or use method='gradient'") from None
+
+
 def _invert_lifted(
     ctx: _Context, u: Tensor, lambdas, coupling: str, solver: str, lr: float, tv_eps: float
 ) -> InversionResult:
-    net = lift(ctx.model, last="free", penalty="bregman", lambdas=lambdas)
+    net = _lift_for_inversion(ctx.model, lambdas)
     L = net.depth
     if any(lam <= 0 for lam in net.lambdas):
         raise ValueError(f"lambdas must be > 0 for inversion, got {net.lambdas}")
     f = ctx.f
     clipped = 0
     target = f
-    if coupling == "hard":
+    # which samples end with hard coupling (x_L = f), and from which iteration on:
+    #   hard: all, from the start; relaxed: none; continuation: all, second half of the budget;
+    #   auto: the samples with alpha = 0 (or no regulariser) in the second half, the others stay relaxed
+    if coupling == "auto":
+        ends_hard = (
+            (ctx.alpha == 0) if ctx.regulariser is not None else torch.ones_like(ctx.alpha, dtype=bool)
+        )
+    else:
+        ends_hard = torch.full_like(ctx.alpha, coupling in ("hard", "continuation"), dtype=torch.bool)
+    any_hard = bool(ends_hard.any())
+    if any_hard:
         target, clipped = _project_domain(net.layers[-1].activation, f)
+        clipped = int((target != f)[ends_hard].sum())
+    switch = 0 if coupling == "hard" else (ctx.max_iter // 2 if any_hard else None)
+    hard_now = ends_hard if switch == 0 else torch.zeros_like(ends_hard)
     states = net.init_states(u)
-    if coupling == "hard":
+    if switch == 0:
         states[L] = target.clone()
     cache: dict = {}
     # the weights are fixed: safe steps 1/L_l with L_l = sum_m lambda_m ||K_m||^2 are computed once
@@ -106,7 +166,7 @@ def _invert_lifted(
         lip_u = lipschitz_state(net, states, 0, cache, iters=30)
         steps = {l: 1.0 / lipschitz_state(net, states, l, cache, iters=30) for l in range(1, L)}
     lip_step = lip_u
-    if L == 1 and coupling == "relaxed" and net.layers[0].inputs == (0,):
+    if L == 1 and not any_hard and net.layers[0].inputs == (0,):
         # x_1 is minimised exactly right before every input step, so the input step is a (proximal)
         # gradient step on the marginal e(u) = min_{x_1} [...], whose per-unit curvature in z is at most
         # lambda max(1, lambda) / (1 + lambda) (instead of lambda): a larger safe step, kept 5% inside.
@@ -122,10 +182,13 @@ def _invert_lifted(
 
     def sweep():
         """States top-down: x_L exactly (relaxed), then x_{L-1}..x_1 by forward-backward steps."""
-        if coupling == "relaxed":
+        if not bool(hard_now.all()):
             z, _ = zs.get(L)
             with torch.no_grad():
-                states[L] = pen_L.prox_state(f + lam_L * z.detach(), lam_L)
+                x_L = pen_L.prox_state(f + lam_L * z.detach(), lam_L)
+                if bool(hard_now.any()):
+                    x_L = torch.where(_bshape(hard_now, x_L), target, x_L)
+                states[L] = x_L
         for l in range(L - 1, 0, -1):
             z, _ = zs.get(l)
             g = zs.input_gradient(l) - net.penalties[l - 1].weight * z.detach()
@@ -136,7 +199,7 @@ def _invert_lifted(
 
     def record(it, t):
         with torch.no_grad():
-            parts = _lifted_parts(net, states, target)
+            parts = _lifted_parts(net, states, torch.where(_bshape(hard_now, f), target, f))
         return _record(ctx, hist, it, t, states[0], parts["data"], penalty=parts["penalty"])
 
     hist = History(method="lifted")
@@ -146,6 +209,11 @@ def _invert_lifted(
     bar, t0 = _start_clock(ctx, f"lifted ({coupling})")
     calm = 0
     for it in range(1, ctx.max_iter + 1):
+        if switch and it == switch + 1:
+            # continuation: fix x_L = f (projected) from here on for the samples that end hard
+            hard_now = ends_hard
+            states[L] = torch.where(_bshape(hard_now, f), target, states[L])
+            calm = 0
         before = list(states)  # state updates replace tensors, so these references keep the old values
         sweep()
         g = zs.input_gradient(0)
@@ -158,7 +226,7 @@ def _invert_lifted(
             record(it, time.perf_counter() - t0)
         diverged = f"lifted inversion diverged at iteration {it} (non-finite input)"
         calm = _end_iteration(ctx, bar, hist, logged, change, calm, diverged)
-        if calm >= _PATIENCE:
+        if calm >= _PATIENCE and (not switch or it > switch):
             converged = True
             break
     elapsed = _stop_clock(ctx, bar, t0)
@@ -167,6 +235,8 @@ def _invert_lifted(
     zs.cache.clear()
     info = {
         "coupling": coupling,
+        "switch": switch,
+        "ends_hard": ends_hard.detach().cpu(),
         "solver": solver,
         "lambdas": net.lambdas,
         "depth": L,

@@ -327,12 +327,21 @@ class InversionProblem:
 
 
 def _perceptron_problem(
-    image_size: int = 64, features: int = 512, seed: int = 0, n_images: int = 2, **_: Any
+    image_size: int = 64,
+    features: int = 512,
+    seed: int = 0,
+    n_images: int = 2,
+    split: str = "test",
+    **_: Any,
 ) -> InversionProblem:
     net = perceptron(image_size, features, seed)
-    imgs = [_shepp_logan(image_size, source="skimage")]
-    if n_images > 1:
-        imgs.append(random_phantoms(n_images - 1, image_size, seed=seed + 1, kind="mixed"))
+    _check_split(split)
+    if split == "validation":  # phantoms from another seed, disjoint from the test images
+        imgs = [random_phantoms(n_images, image_size, seed=seed + 101, kind="mixed")]
+    else:
+        imgs = [_shepp_logan(image_size, source="skimage")]
+        if n_images > 1:
+            imgs.append(random_phantoms(n_images - 1, image_size, seed=seed + 1, kind="mixed"))
     return InversionProblem(
         "perceptron",
         net,
@@ -349,13 +358,18 @@ def _autoencoder_problem(
     path: str | os.PathLike | None = None,
     target: str = "encoder",
     epochs: int = 60,
+    split: str = "test",
     **kw: Any,
 ) -> InversionProblem:
+    _check_split(split)
     ae = autoencoder(seed=seed, path=path, epochs=epochs, **kw)
     X, _ = load_digits(size=16)
     n_train = ae.train_info.get("n_train", 1500)
     test = X[n_train:]
     idx = torch.linspace(0, test.shape[0] - 1, n_images).round().long()
+    if split == "validation":  # held-out digits half-way between the test ones (disjoint from them)
+        idx = torch.linspace(0, test.shape[0] - 1, 2 * n_images + 1)[1::2].round().long()
+        idx = idx[:n_images] + 1
     imgs = test[idx]
     if target == "encoder":
         return InversionProblem(
@@ -393,6 +407,82 @@ def _unrolled_problem(image_size: int = 16, seed: int = 0, n_images: int = 2, **
     return InversionProblem(
         "unrolled", net, y.clamp(0, 1), (1, image_size, image_size), "tv", 1e-3, extras={"images": x}
     )
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Copy of ``model`` with every eval-mode batch norm folded into the affine layer before it.
+
+    In eval mode ``BN(y) = gamma (y - mean) / sqrt(var + eps) + beta`` is affine, so ``BN(W x + b)`` is
+    the affine map ``W' x + b'`` with ``W' = s W`` (per output channel), ``b' = s (b - mean) + beta``,
+    ``s = gamma / sqrt(var + eps)`` (Ioffe & Szegedy, *Batch normalization*, ICML 2015; the standard
+    inference-time fusion). A lifted network needs affine layers followed by proximal activations, so
+    folding makes an eval-mode network with batch norm liftable (:func:`liftinv.lifted.lift`).
+
+    Parameters
+    ----------
+    model : nn.Module
+        A network whose ``nn.Sequential`` parts hold ``nn.Conv1d/2d`` or ``nn.Linear`` followed directly by
+        ``nn.BatchNorm1d/2d``.
+
+    Returns
+    -------
+    nn.Module
+        A copy in eval mode with each such pair replaced by one layer (same outputs in eval mode).
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU()).eval()
+    >>> folded = fold_batchnorm(net)
+    >>> x = torch.rand(1, 1, 5, 5)
+    >>> bool(torch.allclose(folded(x), net(x), atol=1e-6)), len(folded)
+    (True, 2)
+    """
+    import copy
+
+    model = copy.deepcopy(model).eval()
+
+    def fold(seq: nn.Module) -> None:
+        for child in list(seq.children()):
+            fold(child)
+        if not isinstance(seq, nn.Sequential):
+            return
+        mods = list(seq)
+        out: list[nn.Module] = []
+        for m in mods:
+            if (
+                isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)
+                and out
+                and isinstance(out[-1], nn.Conv1d | nn.Conv2d | nn.Linear)
+            ):
+                lay = out[-1]
+                s = m.weight.detach() / torch.sqrt(m.running_var + m.eps)
+                shape = (-1,) + (1,) * (lay.weight.dim() - 1)
+                bias = lay.bias.detach() if lay.bias is not None else torch.zeros_like(m.running_mean)
+                new_b = s * (bias - m.running_mean) + m.bias.detach()
+                with torch.no_grad():
+                    lay.weight.mul_(s.reshape(shape))
+                    if lay.bias is None:
+                        lay.bias = nn.Parameter(new_b)
+                    else:
+                        lay.bias.copy_(new_b)
+                continue
+            out.append(m)
+        for k in list(seq._modules):
+            del seq._modules[k]
+        for k, m in enumerate(out):
+            seq.add_module(str(k), m)
+
+    fold(model)
+    return model
+
+
+#: output splits of the recipes: "validation" (choose alpha and the defaults) and "test" (report once)
+SPLITS = ("validation", "test")
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
 
 #: recipe name -> builder of an :class:`InversionProblem` ("unrolled" needs liftinv.models)
