@@ -11,7 +11,6 @@ from liftinv.inversion._common import (
     _PATIENCE,
     InversionResult,
     _adam_step,
-    _bshape,
     _Context,
     _end_iteration,
     _half_sq_dist,
@@ -140,23 +139,16 @@ def _invert_lifted(
     f = ctx.f
     clipped = 0
     target = f
-    # which samples end with hard coupling (x_L = f), and from which iteration on:
-    #   hard: all, from the start; relaxed: none; continuation: all, second half of the budget;
-    #   auto: the samples with alpha = 0 (or no regulariser) in the second half, the others stay relaxed
-    if coupling == "auto":
-        ends_hard = (
-            (ctx.alpha == 0) if ctx.regulariser is not None else torch.ones_like(ctx.alpha, dtype=bool)
-        )
-    else:
-        ends_hard = torch.full_like(ctx.alpha, coupling in ("hard", "continuation"), dtype=torch.bool)
-    any_hard = bool(ends_hard.any())
-    if any_hard:
+    # whether the last state ends fixed to the data (x_L = f), and from which iteration on: hard from the
+    # start, continuation from the second half of the budget, relaxed never ("auto" never gets here: the API
+    # splits its batch into a continuation and a relaxed sub-batch)
+    ends_hard = coupling in ("hard", "continuation")
+    if ends_hard:
         target, clipped = _project_domain(net.layers[-1].activation, f)
-        clipped = int((target != f)[ends_hard].sum())
-    switch = 0 if coupling == "hard" else (ctx.max_iter // 2 if any_hard else None)
-    hard_now = ends_hard if switch == 0 else torch.zeros_like(ends_hard)
+    switch = 0 if coupling == "hard" else (ctx.max_iter // 2 if ends_hard else None)
+    hard_now = switch == 0
     states = net.init_states(u)
-    if switch == 0:
+    if hard_now:
         states[L] = target.clone()
     cache: dict = {}
     # the weights are fixed: safe steps 1/L_l with L_l = sum_m lambda_m ||K_m||^2 are computed once
@@ -166,7 +158,7 @@ def _invert_lifted(
         lip_u = lipschitz_state(net, states, 0, cache, iters=30)
         steps = {l: 1.0 / lipschitz_state(net, states, l, cache, iters=30) for l in range(1, L)}
     lip_step = lip_u
-    if L == 1 and not any_hard and net.layers[0].inputs == (0,):
+    if L == 1 and not ends_hard and net.layers[0].inputs == (0,):
         # x_1 is minimised exactly right before every input step, so the input step is a (proximal)
         # gradient step on the marginal e(u) = min_{x_1} [...], whose per-unit curvature in z is at most
         # lambda max(1, lambda) / (1 + lambda) (instead of lambda): a larger safe step, kept 5% inside.
@@ -182,13 +174,10 @@ def _invert_lifted(
 
     def sweep():
         """States top-down: x_L exactly (relaxed), then x_{L-1}..x_1 by forward-backward steps."""
-        if not bool(hard_now.all()):
+        if not hard_now:
             z, _ = zs.get(L)
             with torch.no_grad():
-                x_L = pen_L.prox_state(f + lam_L * z.detach(), lam_L)
-                if bool(hard_now.any()):
-                    x_L = torch.where(_bshape(hard_now, x_L), target, x_L)
-                states[L] = x_L
+                states[L] = pen_L.prox_state(f + lam_L * z.detach(), lam_L)
         for l in range(L - 1, 0, -1):
             z, _ = zs.get(l)
             g = zs.input_gradient(l) - net.penalties[l - 1].weight * z.detach()
@@ -199,7 +188,7 @@ def _invert_lifted(
 
     def record(it, t):
         with torch.no_grad():
-            parts = _lifted_parts(net, states, torch.where(_bshape(hard_now, f), target, f))
+            parts = _lifted_parts(net, states, target if hard_now else f)
         return _record(ctx, hist, it, t, states[0], parts["data"], penalty=parts["penalty"])
 
     hist = History(method="lifted")
@@ -210,9 +199,9 @@ def _invert_lifted(
     calm = 0
     for it in range(1, ctx.max_iter + 1):
         if switch and it == switch + 1:
-            # continuation: fix x_L = f (projected) from here on for the samples that end hard
-            hard_now = ends_hard
-            states[L] = torch.where(_bshape(hard_now, f), target, states[L])
+            # continuation: fix x_L = f (projected) from here on
+            hard_now = True
+            states[L] = target.clone()
             calm = 0
         before = list(states)  # state updates replace tensors, so these references keep the old values
         sweep()
@@ -236,7 +225,7 @@ def _invert_lifted(
     info = {
         "coupling": coupling,
         "switch": switch,
-        "ends_hard": ends_hard.detach().cpu(),
+        "ends_hard": ends_hard,
         "solver": solver,
         "lambdas": net.lambdas,
         "depth": L,
