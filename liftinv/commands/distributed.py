@@ -11,8 +11,15 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 
-__all__ = ["TORCHRUN_VARIABLES", "add_distributed_arguments", "check_distributed", "init_distributed"]
+__all__ = [
+    "TORCHRUN_VARIABLES",
+    "add_distributed_arguments",
+    "check_distributed",
+    "init_distributed",
+    "run_on_ranks",
+]
 
 #: the environment variables torchrun sets in every rank (init_process_group's env:// rendezvous)
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -81,3 +88,19 @@ def init_distributed(args: argparse.Namespace) -> tuple[int, bool]:
         backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=float(args.dist_timeout))
     )
     return dist.get_rank(), True
+
+
+def run_on_ranks(args: argparse.Namespace, work: Callable[[int], int]) -> int:
+    """``work(rank)``: rank 0 alone without ``--distributed``; else this process's rank of torchrun's process
+    group, created here (:func:`init_distributed`) and destroyed at the end, also on failure. Returns what
+    ``work`` returns."""
+    if args.distributed is None:
+        return work(0)
+    import torch.distributed as dist
+
+    rank, created = init_distributed(args)
+    try:
+        return work(rank)
+    finally:
+        if created:
+            dist.destroy_process_group()

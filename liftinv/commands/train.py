@@ -26,7 +26,7 @@ import os
 import time
 from typing import Any
 
-from liftinv.commands.distributed import add_distributed_arguments, check_distributed, init_distributed
+from liftinv.commands.distributed import add_distributed_arguments, check_distributed, run_on_ranks
 from liftinv.commands.help_format import DefaultsOnceHelpFormatter
 from liftinv.commands.threads import add_threads_argument, use_threads
 
@@ -330,16 +330,7 @@ def run(args: argparse.Namespace) -> int:
     model_kwargs = _validate(args)
     check_distributed(args)
     use_threads(args)
-    if args.distributed is None:
-        return _train_and_save(args, model_kwargs, rank=0)
-    import torch.distributed as dist
-
-    rank, created = init_distributed(args)
-    try:
-        return _train_and_save(args, model_kwargs, rank=rank)
-    finally:
-        if created:
-            dist.destroy_process_group()
+    return run_on_ranks(args, lambda rank: _train_and_save(args, model_kwargs, rank=rank))
 
 
 def _train_and_save(args: argparse.Namespace, model_kwargs: dict[str, Any], *, rank: int) -> int:

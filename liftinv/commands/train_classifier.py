@@ -28,7 +28,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from liftinv.commands.distributed import add_distributed_arguments, check_distributed, init_distributed
+from liftinv.commands.distributed import add_distributed_arguments, check_distributed, run_on_ranks
 from liftinv.commands.threads import add_threads_argument, use_threads
 
 #: settings that define a run; a different value in an existing --out is an error (epochs may change)
@@ -401,16 +401,10 @@ def run(args) -> int:
     config["n_classes"] = n_classes
     config["input_shape"] = list(Xtr.shape[1:])
     _check_training(args, model, Xtr, Ytr, options)
-    if args.distributed is None:
-        return _train_and_save(args, model, (Xtr, Ytr, Xte, Yte), options, config, out, rank=0)
-    import torch.distributed as dist
-
-    rank, created = init_distributed(args)
-    try:
-        return _train_and_save(args, model, (Xtr, Ytr, Xte, Yte), options, config, out, rank=rank)
-    finally:
-        if created:
-            dist.destroy_process_group()
+    data = (Xtr, Ytr, Xte, Yte)
+    return run_on_ranks(
+        args, lambda rank: _train_and_save(args, model, data, options, config, out, rank=rank)
+    )
 
 
 def _train_and_save(args, model, data, options: dict, config: dict, out: Path, *, rank: int) -> int:
