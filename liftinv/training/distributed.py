@@ -368,9 +368,8 @@ class DataParallelLifted(LiftedTrainer):
     def _weight_sq_norms(self, weights, cache, keys) -> list[float]:
         if self.exact_norms:  # the same eigenvalue problems on every rank: each solves its share
             return self.comm.share([functools.partial(exact_sq_norm, W) for W in weights])
-        return super()._weight_sq_norms(
-            weights, cache, keys
-        )  # (power iterations: warm starts stay replicated)
+        # (power iterations: their warm starts must stay the same on every rank, so each rank runs them all)
+        return super()._weight_sq_norms(weights, cache, keys)
 
     def objective_parts(self, states, y) -> dict[str, float]:
         """Objective, data term and penalty: means over every rank's samples of the batch."""
@@ -483,19 +482,8 @@ class DataParallelUnrolled(UnrolledLiftedTrainer):
     def _batch_count(self, n: int) -> int:
         return self._batch_n
 
-    def _all_states(self) -> list[Tensor]:
-        if self.states is None:  # the forward states of the samples this rank owns; zeros elsewhere
-            mine = torch.nonzero(self._owned(torch.arange(len(self.X), device=self.X.device))).flatten()
-            states = [None] * self.K
-            for i in range(0, len(mine), 256):
-                rows = mine[i : i + 256]
-                part = self.net.init_states(self.X[rows], self.Y[rows])
-                for l in range(1, self.K + 1):
-                    if states[l - 1] is None:
-                        states[l - 1] = part[l].new_zeros((len(self.X), *part[l].shape[1:]))
-                    states[l - 1][rows] = part[l]
-            self.states = states
-        return self.states
+    def _stored_rows(self) -> Tensor:
+        return torch.nonzero(self._owned(torch.arange(len(self.X), device=self.X.device))).flatten()
 
     def state_dict(self) -> dict:
         d = super().state_dict()

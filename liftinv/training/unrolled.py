@@ -313,12 +313,19 @@ class UnrolledLiftedTrainer:
         return states, pre
 
     def _all_states(self) -> list[Tensor]:
+        """BCD's per-sample hidden states ``[N, ...]`` per layer, from a forward pass on first use (in chunks
+        of 256 samples); only the rows of :meth:`_stored_rows` are computed, the others stay zero."""
         if self.states is None:
-            chunks = [
-                self.net.init_states(self.X[i : i + 256], self.Y[i : i + 256])
-                for i in range(0, len(self.X), 256)
-            ]
-            self.states = [torch.cat([c[l] for c in chunks]) for l in range(1, self.K + 1)]
+            rows = self._stored_rows()
+            states: list[Tensor] = []
+            for i in range(0, len(rows), 256):
+                chunk = rows[i : i + 256]
+                part = self.net.init_states(self.X[chunk], self.Y[chunk])[1 : self.K + 1]
+                if not states:
+                    states = [s.new_zeros((len(self.X), *s.shape[1:])) for s in part]
+                for stored, s in zip(states, part):
+                    stored[chunk] = s
+            self.states = states
         return self.states
 
     def lipschitz_constants(self) -> dict[int, float]:
@@ -392,6 +399,10 @@ class UnrolledLiftedTrainer:
         """The samples of the mini-batch ``idx`` this process handles (a hook: a data-parallel rank's part)."""
         return idx
 
+    def _stored_rows(self) -> Tensor:
+        """The samples whose BCD states this process keeps (a hook: a data-parallel rank's own); here all."""
+        return torch.arange(len(self.X), device=self.X.device)
+
     def _sum_over_ranks(self, tensors: list[Tensor]) -> list[Tensor]:
         """Per-process sums over samples, summed over the processes (a hook: one all-reduce; here as is)."""
         return tensors
@@ -405,20 +416,21 @@ class UnrolledLiftedTrainer:
         (sums,) = self._sum_over_ranks([sums])
         return sums / self._batch_count(n)
 
+    def _parts(self, sums: Tensor, n: int) -> dict[str, Tensor]:
+        """Objective, penalty and data term (means over the mini-batch of every process) from this process's
+        sums ``[K + 1]`` of the layer terms over its ``n`` samples (the last one: the data term)."""
+        means = self._batch_means(sums, n)
+        penalty = means[:-1].sum()
+        return {"objective": penalty + means[-1], "penalty": penalty, "data": means[-1]}
+
     # -- weights -------------------------------------------------------------------------------------------
     def _objective_parts(self, states, t, pre: Preactivations | None = None) -> dict[str, Tensor]:
         """The lifted mini-batch objective and its parts (``pre``: reuse those pre-activations)."""
-        terms = self._batch_means(
-            torch.stack(
-                [
-                    self.net.layer_terms(m, states, t, z=None if pre is None else pre.get(m)).sum()
-                    for m in range(1, self.K + 2)
-                ]
-            ),
-            states[0].shape[0],
-        )
-        penalty = terms[:-1].sum()
-        return {"objective": penalty + terms[-1], "penalty": penalty, "data": terms[-1]}
+        sums = [
+            self.net.layer_terms(m, states, t, z=None if pre is None else pre.get(m)).sum()
+            for m in range(1, self.K + 2)
+        ]
+        return self._parts(torch.stack(sums), states[0].shape[0])
 
     def _prox_term(self, anchor) -> Tensor | float:
         """The ISGM proximal term ``1/(2 tau) ||Theta - Theta^S||^2`` (0 without an anchor)."""
@@ -465,14 +477,11 @@ class UnrolledLiftedTrainer:
                 grads = torch.autograd.grad(local, self.params, allow_unused=True)
             grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
             if value and parts is None:  # final point: the objective the gradient was taken of
-                means = self._batch_means(torch.stack([v.detach() for v in terms]), states[0].shape[0])
-                penalty = means[:-1].sum()
-                parts = {"objective": penalty + means[-1], "penalty": penalty, "data": means[-1]}
+                parts = self._parts(torch.stack([v.detach() for v in terms]), states[0].shape[0])
                 f0 = parts["objective"] + self._prox_term(anchor)
         grads = self._sum_over_ranks(grads)
-        if anchor is not None and not math.isinf(
-            self.tau
-        ):  # the proximal term's gradient (Theta - Theta^S) / tau
+        # the proximal term's gradient (Theta - Theta^S) / tau, once (not summed over the processes)
+        if anchor is not None and not math.isinf(self.tau):
             grads = [g + (p.detach() - a) / self.tau for g, p, a in zip(grads, self.params, anchor)]
         if not value:
             return None, None, grads
