@@ -307,16 +307,17 @@ class LiftedTrainer:
         """
         if self._fast_state[l]:
             if lip is None:
-                _, lin = dense_parts(self.net, l + 1)
-                lip = _lam(self.net, l + 1) * self._sq_norm(lin.weight.detach(), False, cache, ("pw", l + 1))
+                lip = self.state_lipschitz(cache, [l])[l]
             dense_state_step(self.net, states, l, y, lip)
         else:
             state_step(self.net, states, l, y, cache=cache)
 
-    def state_lipschitz(self, cache: dict) -> dict[int, float]:
-        """lambda_{l+1} ||W_{l+1}||^2 of every state with a closed-form step: the constants of a sweep, all at
-        once (the weights do not change during a sweep; :meth:`_weight_sq_norms`)."""
-        fast = [l for l in dict.fromkeys(self.sweep_order) if self._fast_state[l]]
+    def state_lipschitz(self, cache: dict, levels=None) -> dict[int, float]:
+        """lambda_{l+1} ||W_{l+1}||^2 of every state with a closed-form step (of ``levels``; default: those of a
+        sweep): the constants of a sweep, all at once (the weights do not change during a sweep;
+        :meth:`_weight_sq_norms`)."""
+        levels = self.sweep_order if levels is None else levels
+        fast = [l for l in dict.fromkeys(levels) if self._fast_state[l]]
         weights = [dense_parts(self.net, l + 1)[1].weight.detach() for l in fast]
         norms = self._weight_sq_norms(weights, cache, [("pw", l + 1) for l in fast])
         return {l: _lam(self.net, l + 1) * v for l, v in zip(fast, norms)}
