@@ -37,6 +37,8 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
+from liftinv.files import save_text_file  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -195,9 +197,9 @@ def main() -> None:
     start = time.perf_counter()
     record = run(args)
     record["seconds"] = time.perf_counter() - start
-    Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+    save_text_file(json.dumps(record, indent=2) + "\n", args.json)  # atomic: an old result is never lost
     table = markdown(record)
-    Path(args.markdown).write_text(table)
+    save_text_file(table, args.markdown)
     print(table)
     print(f"({record['seconds']:.0f} s) wrote {args.json} and {args.markdown}")
 

@@ -433,8 +433,7 @@ def main(argv=None) -> int:
         ]
     )
     print(md)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    save_text_file(md, args.out_dir / "scaling.md")
+    save_text_file(md, args.out_dir / "scaling.md")  # (creates the folder)
     payload = {
         "config": config,
         "torch": torch.__version__,
