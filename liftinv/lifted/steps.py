@@ -267,9 +267,12 @@ def weight_step(
     steps = {}
     N = states[0].shape[0] if total is None else total
 
-    def reduced_mean(block_layers) -> float:
-        """The block objective summed over every process (``reduce``), divided by ``total``."""
-        local = sum(net.layer_terms(m, states, y).sum() for m in block_layers)
+    def block_sum(block_layers) -> Tensor:
+        """This process's sum over its samples of the block's layer terms."""
+        return sum(net.layer_terms(m, states, y).sum() for m in block_layers)
+
+    def reduced_mean(local) -> float:
+        """``local`` (a :func:`block_sum`) summed over every process (``reduce``), divided by ``total``."""
         return float(reduce([torch.tensor([float(local)], dtype=torch.float64)])[0]) / total
 
     wanted = set(layers) if layers is not None else None
@@ -289,12 +292,12 @@ def weight_step(
                 f0 = block_objective(net, states, block_layers, y)
                 grads = torch.autograd.grad(f0, params, allow_unused=True)
             else:  # this process's share of the summed objective; f0 itself is the reduced value
-                local = sum(net.layer_terms(m, states, y).sum() for m in block_layers)
+                local = block_sum(block_layers)
                 grads = torch.autograd.grad(local / total, params, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
         if reduce is not None:
             grads = reduce(grads)
-            f0 = float(reduce([torch.tensor([float(local.detach())], dtype=torch.float64)])[0]) / total
+            f0 = reduced_mean(local.detach())
         layer = net.layers[l - 1]
         if len(block_layers) == 1 and layer.affine_in_params:
             xs = [states[j].detach() for j in layer.inputs]
@@ -311,7 +314,7 @@ def weight_step(
                 f1 = (
                     block_objective(net, states, block_layers, y)
                     if reduce is None
-                    else reduced_mean(block_layers)
+                    else reduced_mean(block_sum(block_layers))
                 )
                 if f1 <= f0 - 0.5 * step * gg + 1e-12 * abs(float(f0)):
                     break
