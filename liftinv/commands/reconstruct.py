@@ -563,6 +563,16 @@ def _measured_operator(args: argparse.Namespace, y: Any, model: Any):
     return make_operator(name, size, **operator_parameters(args, name)), None
 
 
+def _noise_levels(args: argparse.Namespace, y: Any, operator: Any) -> tuple[list[float], bool]:
+    """The noise level of each measurement of ``y``: ``--noise`` when given, else estimated from ``y``
+    (:func:`liftinv.datasets.estimate_noise`); and whether they are estimates."""
+    from liftinv.datasets import estimate_noise
+
+    if args.noise is not None:
+        return [args.noise] * y.shape[0], False
+    return estimate_noise(y, operator).tolist(), True
+
+
 def _per_image(values: list[float], digits: str = ".3g") -> str:
     return ", ".join(format(v, digits) for v in values)
 
@@ -571,7 +581,7 @@ def _run_measurements(args: argparse.Namespace) -> int:
     """``liftinv reconstruct --measurements``: the operator from a config (or flags), alpha by discrepancy."""
     import torch
 
-    from liftinv.datasets import discrepancy_alpha, estimate_noise, load_measurements
+    from liftinv.datasets import discrepancy_alpha, load_measurements
     from liftinv.metrics import psnr as psnr_of
     from liftinv.metrics import ssim as ssim_of
     from liftinv.operators import reconstruct
@@ -598,9 +608,8 @@ def _run_measurements(args: argparse.Namespace) -> int:
     sigmas: list[float] | None = None
     start = time.perf_counter()
     if model is not None:
-        given = args.noise is not None
-        levels = [args.noise] * batch if given else estimate_noise(y, operator).tolist()
-        _check_noise(args, trained_noise, levels, estimated=not given)
+        levels, estimated = _noise_levels(args, y, operator)
+        _check_noise(args, trained_noise, levels, estimated=estimated)
         with torch.no_grad():
             x_hat = model.reconstruct(y) if hasattr(model, "reconstruct") else model(y)
         label, how = f"model {os.path.basename(args.model)}", "a trained network (no weight)"
@@ -611,14 +620,13 @@ def _run_measurements(args: argparse.Namespace) -> int:
         x_hat = reconstruct(y, operator, args.method, alpha=args.alpha, **kwargs).x
         label, how, alphas = args.method, "given (--alpha)", [args.alpha] * batch
     else:
-        given = args.noise is not None
-        sigmas = [args.noise] * batch if given else estimate_noise(y, operator).tolist()
+        sigmas, estimated = _noise_levels(args, y, operator)
         progress = not args.no_progress
         alphas, record = discrepancy_alpha(
             y, operator, args.method, sigmas, max_iter=args.max_iter, progress=progress
         )
         x_hat, label = record["x"], args.method
-        origin = "--noise" if given else "estimated from the measurements"
+        origin = "estimated from the measurements" if estimated else "--noise"
         how = (
             f"discrepancy principle: the largest alpha of a x2 grid with ||A x - y|| <= sigma * sqrt(m), "
             f"sigma {_per_image(sigmas)} ({origin})"
