@@ -34,6 +34,11 @@ def _models():
             ).double(),
             (20, 6),
         ),
+        # a linear map straight before a block whose skip reads the block input: the map gets its own state
+        "resnet-linear-first": (
+            nn.Sequential(nn.Linear(6, 8), ResidualBlock(8, 12), nn.ReLU(), nn.Linear(8, 3)).double(),
+            (20, 6),
+        ),
         "pnn": (
             nn.Sequential(
                 nn.Linear(6, 8), ProximalBlock(8, 12), ProximalBlock(8, 12, "tanh"), nn.Linear(8, 3)

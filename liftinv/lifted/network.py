@@ -397,7 +397,11 @@ def lift(
                 flush(first.activation)
                 parts = parts[1:]
             elif pending:
+                # the block reads the state feeding it (e.g. a residual skip): the pending linear maps
+                # become their own identity-activation state first, and the block's absolute indices are
+                # asked again for the new offset
                 flush(Identity())
+                parts = list(m.lifted_layers(len(layers)))
             for k, part in enumerate(parts):
                 if isinstance(part, LiftedLayer):
                     layers.append(part)
