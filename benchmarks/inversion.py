@@ -84,7 +84,10 @@ METHODS = {
     "gradient-adam": dict(method="gradient", solver="adam"),
     "lifted-pdhg-cont": dict(method="lifted", solver="pdhg", coupling="continuation"),
     "lifted-adam-cont": dict(method="lifted", solver="adam", coupling="continuation"),
+    "lifted-pdhg-active": dict(method="lifted", solver="pdhg", coupling="active"),
 }
+#: the method of METHODS that invert()'s default (coupling="auto", PDHG) runs at alpha > 0
+DEFAULT_METHOD = "lifted-pdhg-active"
 #: lifted method -> gradient method with the same input solver (for the time ratio and the comparison)
 PAIRS = {
     "lifted-pdhg": "gradient-pdhg",
@@ -93,7 +96,97 @@ PAIRS = {
     "lifted-adam-hard": "gradient-adam",
     "lifted-pdhg-cont": "gradient-pdhg",
     "lifted-adam-cont": "gradient-adam",
+    "lifted-pdhg-active": "gradient-pdhg",
 }
+
+
+#: models of the study, in order (``--models``); see :func:`build_problem`
+MODEL_NAMES = ("perceptron", "autoencoder", "natural-encoder", "autoencoder128", "resnet-features")
+#: shared image folder of the natural-image recipes (used when present; bundled images otherwise)
+TRAIN400 = ROOT.parent.parent / "shared" / "data" / "Train400"
+
+
+def _check_models(text: str) -> list[str]:
+    names = [m for m in text.split(",") if m]
+    bad = [m for m in names if m not in MODEL_NAMES]
+    if bad or not names:
+        raise SystemExit(f"--models: unknown {bad or text!r}; choose from {', '.join(MODEL_NAMES)}")
+    return names
+
+
+def build_problem(name: str, args):
+    """The recipe of a model of the study (its split, cache and quick sizes) and its table settings."""
+    from liftinv.inversion.recipes import get_recipe
+
+    split = getattr(args, "split", "test")
+    cache = Path(args.cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    images = TRAIN400 if TRAIN400.is_dir() and not args.quick else None
+    source = (
+        "Train400 (`../shared/data`, last 40 files held out)" if images else "bundled scikit-image images"
+    )
+    if name == "perceptron":
+        size, feats = (32, 256) if args.quick else (64, 512)
+        prob = get_recipe("perceptron", image_size=size, features=feats, n_images=2, split=split)
+        scale = (size / 64) ** 2
+        return prob, {
+            "alphas": [0.0] + [scale * a for a in (1.0, 3.0, 10.0, 30.0)],
+            "title": f"(a) ReLU perceptron {size}x{size} -> {feats}",
+            "description": f"`liftinv.inversion.recipes.perceptron({size}, {feats})`: W ~ N(0,1), b ~ N(0,1); test "
+            "images Shepp-Logan and one random piecewise-constant phantom (validation: two phantoms of another "
+            "seed).",
+        }
+    if name == "autoencoder":
+        epochs = 20 if args.quick else 60
+        prob = get_recipe(
+            "autoencoder", n_images=3 if args.quick else 6, path=args.ae_cache, epochs=epochs, split=split
+        )
+        info = prob.extras["autoencoder"].train_info
+        return prob, {
+            "alphas": [0.0, 1e-3, 3e-3, 1e-2, 3e-2],
+            "title": "(b) conv encoder, 16x16 digits -> 32-dim code",
+            "description": f"`liftinv.inversion.recipes.autoencoder(seed=0, epochs={epochs})` trained (when first "
+            f"built; cached afterwards) in {info['train_time']:.0f} s (held-out autoencoder PSNR "
+            f"{info['test_psnr']:.1f} dB); invert the encoder (ReLU code); test images: held-out digits "
+            "(validation: other held-out digits). 'decoder D(f)' = the decoder applied to the noisy code.",
+        }
+    if name in ("natural-encoder", "autoencoder128"):
+        kw = dict(n_train=512, epochs=2) if args.quick else {}
+        prob = get_recipe(name, n_images=2 if args.quick else 4, path=cache, images=images, split=split, **kw)
+        info = prob.extras["autoencoder"].train_info
+        ae = prob.extras["autoencoder"]
+        side = ae.image_size // 2 ** len(ae.channels)
+        arch = (
+            f"5 convolutions (3x3, then three 4x4 stride 2, then 3x3) with ReLU, feature map "
+            f"{ae.features}x{side}x{side} = {ae.features * side * side} values"
+            if ae.code is None
+            else f"4 convolutions (3x3, then three 4x4 stride 2) and Linear -> {ae.code}-dim ReLU code"
+        )
+        letter = "c" if name == "natural-encoder" else "d"
+        return prob, {
+            "alphas": [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+            "title": f"({letter}) {name}: encoder of a conv autoencoder, {ae.image_size}x{ae.image_size} natural "
+            f"patches",
+            "description": f"`get_recipe({name!r})`: {arch}; autoencoder trained by Adam on "
+            f"{info['n_train']} random patches of {source} ({info['epochs']} epochs, {info['train_time']:.0f} s "
+            f"when first built, cached afterwards; validation-patch PSNR {info['validation_psnr']:.1f} dB). "
+            f"Test / validation inputs: evenly spread patches of the held-out test / validation images. "
+            "'decoder D(f)' = the decoder applied to the noisy code.",
+        }
+    if name == "resnet-features":
+        kw = dict(epochs=2) if args.quick else {}
+        prob = get_recipe("resnet-features", n_images=3 if args.quick else 6, path=cache, split=split, **kw)
+        info = prob.extras["classifier"].train_info
+        return prob, {
+            "alphas": [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+            "title": "(e) ResNet-style digit classifier, feature map after stage 2 (16x4x4)",
+            "description": "`get_recipe('resnet-features')`: stem conv + BN, three residual blocks (conv-BN-ReLU-"
+            "conv-BN, skip, ReLU) with average pooling between them, trained by Adam with cross-entropy on 1500 "
+            f"16x16 digits ({info['epochs']} epochs, held-out accuracy {100 * info['test_accuracy']:.1f} %); batch "
+            "norms folded into the convolutions (eval mode); inverted at the output of stage 2 after its "
+            "pooling (7 lifted layers); test images: held-out digits (validation: other held-out digits).",
+        }
+    raise SystemExit(f"unknown model {name!r}")
 
 
 def noisy(f0: torch.Tensor, delta: float, seed: int) -> torch.Tensor:
@@ -158,6 +251,8 @@ def study(
             **kw,
         )
         psnr, ssim = metrics(res.u, u_true)
+        err = (res.u.detach().cpu() - u_true.cpu()).reshape(nn_ * na * K, -1).norm(dim=1)
+        rel_err = (err / u_true.cpu().reshape(nn_ * na * K, -1).norm(dim=1)).reshape(nn_, na, K)
         psnr = psnr.reshape(nn_, na, K)
         ssim = ssim.reshape(nn_, na, K)
         resid = res.residual.detach().cpu().reshape(nn_, na, K)
@@ -173,6 +268,7 @@ def study(
                     "alpha": alphas[j],
                     "psnr": float(mean_psnr[j]),
                     "ssim": float(ssim[i, j].mean()),
+                    "rel_error": float(rel_err[i, j].mean()),
                     "residual": float(resid[i, j].mean()),
                     "residual_alpha0": float(resid[i, alphas.index(0.0)].mean()) if 0.0 in alphas else None,
                     "psnr_per_alpha": [float(v) for v in mean_psnr],
@@ -294,26 +390,36 @@ def timing_256(problem, alpha, iters, warmup=20):
 
 
 def extras_main(args) -> int:
-    """--extras: initialisation spread and the 256-output timing -> inversion_extras.{md,json}."""
-    from liftinv.inversion.recipes import get_recipe
+    """--extras: initialisation spread and the 256-output timing per model -> a JSON (``--json``).
 
+    alpha of each method: its validation choice at 2 % noise (``--alphas-from``, required).
+    """
+    if not args.alphas_from:
+        raise SystemExit(
+            "--extras needs --alphas-from VALIDATION_JSON (the alphas chosen on the validation split)"
+        )
     torch.set_num_threads(args.threads)
     iters = args.iters or 1000
-    t_iters = args.timing_iters
-    probs = {
-        "perceptron": (get_recipe("perceptron", n_images=2), 10.0, 3.0),
-        "autoencoder": (get_recipe("autoencoder", n_images=6, path=args.ae_cache), 0.01, 0.001),
-    }
+    chosen = {}
+    for r in json.loads(Path(args.alphas_from).read_text())["results"]:
+        at = NOISE_LEVELS.index(0.02)
+        chosen[r["model"]] = {m: d["rows"][at]["alpha"] for m, d in r["methods"].items()}
     data = {
-        "meta": {"threads": args.threads, "iters": iters, "timing_iters": t_iters},
+        "meta": {
+            "threads": args.threads,
+            "iters": iters,
+            "timing_iters": args.timing_iters,
+            "default": DEFAULT_METHOD,
+        },
         "spread": {},
         "timing": {},
     }
-    for name, (prob, a_l, a_g) in probs.items():
-        if name not in args.models.split(","):
-            continue
+    for name in _check_models(args.models):
+        prob, _ = build_problem(name, args)
+        a_l, a_g = chosen[name][DEFAULT_METHOD], chosen[name]["gradient-adam"]
         data["spread"][name] = init_spread(prob, a_l, a_g, iters)
-        data["timing"][name] = timing_256(prob, a_l, t_iters)
+        data["timing"][name] = timing_256(prob, a_l, args.timing_iters)
+        data["spread"][name]["alphas"] = {"lifted": a_l, "gradient-adam": a_g}
         print(name, data["spread"][name], data["timing"][name], flush=True)
     out = Path(args.json or ROOT / "results" / "inversion_extras.json")
     out.write_text(json.dumps(data, indent=1))
@@ -336,6 +442,7 @@ def plot(results, path):
         "gradient-adam": ("C3", "--"),
         "lifted-pdhg-cont": ("C4", "-"),
         "lifted-adam-cont": ("C4", "--"),
+        "lifted-pdhg-active": ("C5", "-"),
     }
     for ax, res in zip(axes[0], results):
         x = [100 * d for d in NOISE_LEVELS]
@@ -356,6 +463,66 @@ def plot(results, path):
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def margins_over_gradient(res, method):
+    """PSNR of ``method`` minus the best gradient method's, per noise level >= 1 % (one model's result)."""
+    grads = [m for m in res["methods"] if m.startswith("gradient")]
+    return [
+        res["methods"][method]["rows"][i]["psnr"] - max(res["methods"][g]["rows"][i]["psnr"] for g in grads)
+        for i, d in enumerate(NOISE_LEVELS)
+        if d >= 0.01
+    ]
+
+
+def choose_default(results):
+    """The rule that picks invert()'s default on the validation split (fixed before any test run).
+
+    Per lifted candidate: its margins over the best gradient inversion at every noise level >= 1 % of every
+    model (each method at its own best alpha of the split). The candidate with the largest worst-case
+    margin wins; candidates within 0.05 dB of that worst case are ranked by their mean margin.
+    """
+    cands = [
+        m for m in results[0]["methods"] if m.startswith("lifted") and all(m in r["methods"] for r in results)
+    ]
+    table = {}
+    for m in cands:
+        diffs = [v for r in results for v in margins_over_gradient(r, m)]
+        table[m] = {"worst": min(diffs), "mean": sum(diffs) / len(diffs)}
+    top = max(v["worst"] for v in table.values())
+    near = [m for m in cands if table[m]["worst"] >= top - 0.05]
+    return max(near, key=lambda m: table[m]["mean"]), table
+
+
+def plot_stability(results, path, lifted="lifted-pdhg-active"):
+    """Relative error ||u - u_true|| / ||u_true|| against the noise level, lifted default vs gradient."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.4), squeeze=False)
+    for ax, res in zip(axes[0], results):
+        x = [100 * d for d in NOISE_LEVELS]
+        for m, c, ls in ((lifted, "C0", "-"), ("gradient-pdhg", "C1", "--"), ("gradient-adam", "C3", ":")):
+            if m in res["methods"]:
+                ax.plot(
+                    x,
+                    [r["rel_error"] for r in res["methods"][m]["rows"]],
+                    color=c,
+                    ls=ls,
+                    marker="o",
+                    ms=3,
+                    label=m,
+                )
+        ax.set_xlabel("noise (% of ||f||)")
+        ax.set_title(res["model"], fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("relative error of u")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -483,6 +650,54 @@ def markdown(results, timing, meta) -> str:
             ratio = f"{t / res['methods'][pair]['time']:.2f}" if pair in res["methods"] else "-"
             L.append(f"| {m} | {t:.1f} | {res['methods'][m]['iterations']} | {ratio} |")
         L.append("")
+    has_grad = results and all(any(m.startswith("gradient") for m in r["methods"]) for r in results)
+    if has_grad and meta.get("split") == "validation":
+        best, table = choose_default(results)
+        L.append("## Default chosen on this split")
+        L.append("")
+        L.append(
+            "Rule (fixed before the test split was run): per lifted candidate, the PSNR margins over the best "
+            "gradient inversion at every noise level >= 1 % of every model; the largest worst-case margin wins, "
+            "ties (within 0.05 dB) broken by the mean margin."
+        )
+        L.append("")
+        L.append("| candidate | worst margin (dB) | mean margin (dB) |")
+        L.append("|---|---|---|")
+        for m, v in sorted(table.items(), key=lambda kv: -kv[1]["worst"]):
+            L.append(f"| {'**' + m + '**' if m == best else m} | {v['worst']:+.2f} | {v['mean']:+.2f} |")
+        L.append("")
+        L.append(f"Chosen: **{best}**.")
+        L.append("")
+    default = meta.get("default")
+    if has_grad and default and all(default in r["methods"] for r in results):
+        L.append(f"## Stability: relative error against the noise level ({default} vs gradient inversion)")
+        L.append("")
+        L.append(
+            "Relative error ||u - u_true|| / ||u_true|| (mean over the images, each method at its alpha) per "
+            "noise level; P2 bounds the lifted error linearly in the noise. Figure: `inversion_stability.png`."
+        )
+        L.append("")
+        grads = [g for g in ("gradient-pdhg", "gradient-adam") if g in results[0]["methods"]]
+        L.append("| model | method | " + " | ".join(f"{100 * d:g}%" for d in NOISE_LEVELS) + " |")
+        L.append("|---|---|" + "---|" * len(NOISE_LEVELS))
+        for r in results:
+            for m in [default] + grads:
+                rows = r["methods"][m]["rows"]
+                L.append(
+                    f"| {r['model']} | {m} | " + " | ".join(f"{row['rel_error']:.3f}" for row in rows) + " |"
+                )
+        L.append("")
+        L.append(
+            f"Margin of {default} over the best gradient inversion (PSNR, dB) at noise 1 / 2 / 5 / 10 %:"
+        )
+        L.append("")
+        for r in results:
+            diffs = margins_over_gradient(r, default)
+            ok = sum(v >= -0.05 for v in diffs)
+            L.append(
+                f"- {r['model']}: {', '.join(f'{v:+.2f}' for v in diffs)} (ahead or equal at {ok}/{len(diffs)})"
+            )
+        L.append("")
     L.append("## Notes")
     L.append("")
     L.append(
@@ -558,7 +773,14 @@ def main(argv=None) -> int:
         "--methods", default=None, help="comma-separated subset of the methods (default: all of METHODS)"
     )
     ap.add_argument(
-        "--models", default="perceptron,autoencoder", help="comma-separated models to run (default both)"
+        "--models",
+        default=",".join(MODEL_NAMES),
+        help=f"comma-separated models to run (default all: {', '.join(MODEL_NAMES)})",
+    )
+    ap.add_argument(
+        "--cache-dir",
+        default=os.path.join(tempfile.gettempdir(), "liftinv-inversion-cache"),
+        help="folder of the trained recipe networks (built once, reused)",
     )
     ap.add_argument(
         "--alphas-from",
@@ -587,7 +809,6 @@ def main(argv=None) -> int:
         print(f"wrote {out_dir / 'inversion.md'} and {out_dir / 'inversion.png'}", file=sys.stderr)
         return 0
 
-    from liftinv.inversion.recipes import get_recipe
     from liftinv.training import resolve_device
 
     t_start = time.perf_counter()
@@ -602,75 +823,30 @@ def main(argv=None) -> int:
     print(f"device: {dev_name}; iterations {iters}", flush=True)
 
     methods = args.methods.split(",") if args.methods else list(METHODS)
-    models = args.models.split(",")
+    models = _check_models(args.models)
     chosen = {}
     if args.alphas_from:
         for r in json.loads(Path(args.alphas_from).read_text())["results"]:
             chosen[r["model"]] = {m: [row["alpha"] for row in d["rows"]] for m, d in r["methods"].items()}
     results = []
-    size, feats = (32, 256) if args.quick else (64, 512)
-    pa = get_recipe("perceptron", image_size=size, features=feats, n_images=2, split=args.split)
-    scale = (size / 64) ** 2
-    res_a = (
-        None
-        if "perceptron" not in models
-        else study(
-            "perceptron",
-            pa.model,
-            pa.inputs,
-            [0.0] + [scale * a for a in (1.0, 3.0, 10.0, 30.0)],
+    for name in models:
+        prob, spec = build_problem(name, args)
+        res = study(
+            name,
+            prob.model,
+            prob.inputs,
+            spec["alphas"],
             iters,
             dev,
             methods,
+            reference=prob.extras.get("decoder"),
             progress=args.progress,
-            chosen=chosen.get("perceptron"),
+            chosen=chosen.get(name),
         )
-    )
-    if res_a is not None:
-        results.append(res_a)
-        res_a["chosen"] = bool(chosen)
-    if res_a is not None:
-        res_a["title"] = f"(a) ReLU perceptron {size}x{size} -> {feats}"
-        res_a["description"] = (
-            f"`liftinv.inversion.recipes.perceptron({size}, {feats})`: W ~ N(0,1), b ~ N(0,1); test images "
-            "Shepp-Logan and one random piecewise-constant phantom (validation: two phantoms of another seed)."
-        )
-
-    pb = get_recipe(
-        "autoencoder",
-        n_images=3 if args.quick else 6,
-        path=args.ae_cache,
-        epochs=20 if args.quick else 60,
-        split=args.split,
-    )
-    ae = pb.extras["autoencoder"]
-    res_b = (
-        None
-        if "autoencoder" not in models
-        else study(
-            "autoencoder",
-            pb.model,
-            pb.inputs,
-            [0.0, 1e-3, 3e-3, 1e-2, 3e-2],
-            iters,
-            dev,
-            methods,
-            reference=pb.extras["decoder"],
-            progress=args.progress,
-            chosen=chosen.get("autoencoder"),
-        )
-    )
-    if res_b is not None:
-        results.append(res_b)
-        res_b["chosen"] = bool(chosen)
-        res_b["title"] = "(b) conv encoder, 16x16 digits -> 32-dim code"
-        res_b["description"] = (
-            f"`liftinv.inversion.recipes.autoencoder(seed=0, epochs={ae.train_info['epochs']})` trained (when first built; cached afterwards) in "
-            f"{ae.train_info['train_time']:.0f} s (held-out autoencoder PSNR "
-            f"{ae.train_info['test_psnr']:.1f} dB); invert the encoder (ReLU code); test images: "
-            "held-out digits (validation: other held-out digits). 'decoder D(f)' = the decoder applied to the "
-            "noisy code."
-        )
+        res["chosen"] = bool(chosen)
+        res["title"] = spec["title"]
+        res["description"] = spec["description"]
+        results.append(res)
     timing = [] if (args.no_timing or args.quick) else timing_64(1000, dev)
     load = f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     total = time.perf_counter() - t_start
@@ -685,6 +861,7 @@ def main(argv=None) -> int:
         "iters": iters,
         "total_time": total,
         "loadavg_timing": load,
+        "default": DEFAULT_METHOD,
     }
     out_dir = Path(
         args.out_dir
@@ -693,6 +870,8 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = "inversion" if args.split == "test" else "inversion_validation"
     plot(results, out_dir / f"{stem}.png")
+    if meta["default"] and all(meta["default"] in r["methods"] for r in results):
+        plot_stability(results, out_dir / f"{stem}_stability.png", meta["default"])
     md = markdown(results, timing, meta)
     (out_dir / f"{stem}.md").write_text(md)
     print(md)

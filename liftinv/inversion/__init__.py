@@ -2,7 +2,8 @@
 
 * :mod:`~liftinv.inversion.api` -- :func:`invert`, :class:`InversionResult` and the option lists;
 * ``_lifted``, ``_gradient``, ``_common`` -- the solvers and their shared plumbing (private);
-* :mod:`~liftinv.inversion.recipes` -- reproducible networks to invert and their test inputs.
+* :mod:`~liftinv.inversion.recipes` -- reproducible networks to invert and their test inputs;
+* :mod:`~liftinv.inversion.networks` -- the larger trained ones (natural-image autoencoders, ResNet features).
 
 Wang & Benning, *A lifted Bregman formulation for the inversion of deep neural networks*, Front. Appl.
 Math. Stat. 9, 2023 (P2).

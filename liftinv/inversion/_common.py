@@ -20,7 +20,7 @@ from liftinv.metrics import History
 
 REGULARISERS = ("tv", "tikhonov", None)
 METHODS = ("lifted", "gradient")
-COUPLINGS = ("auto", "relaxed", "hard", "continuation")
+COUPLINGS = ("auto", "relaxed", "hard", "continuation", "active")
 GRADIENT_SOLVERS = ("adam", "lbfgs", "pdhg")
 LIFTED_SOLVERS = ("pdhg", "adam")
 
@@ -121,6 +121,35 @@ def _project_domain(activation, f: Tensor) -> tuple[Tensor, int]:
             "coupling='relaxed'"
         )
     return g, int((g != f).sum())
+
+
+#: outputs further than this many estimated noise deviations inside the activation's range are coupled hard
+_ACTIVE_MARGIN = 3.0
+
+
+def _active_mask(activation, f: Tensor) -> tuple[Tensor, Tensor]:
+    """Entries of ``f`` coupled hard by ``coupling="active"``, and the per-sample noise estimate.
+
+    A ReLU (clip) output lies in ``[0, inf)`` (``[lo, hi]``), so entries outside come from noise alone. For
+    zero-mean Gaussian noise on an entry whose clean value is at the bound, ``E[e^2 | e < 0] = s^2``, so
+    ``s = sqrt(mean of the squared excursions outside the range)`` estimates the noise deviation per sample
+    (0 when no entry leaves the range, e.g. exact data). The entries more than ``3 s`` inside the range are
+    confidently active: they are coupled hard (``x_L = f``, no saturation), the others relaxed (noise on an
+    inactive unit cannot pull its pre-activation up). Other activations (identity, leaky ReLU, tanh, ...)
+    have no dead zone to protect: every entry is coupled hard.
+    """
+    n = f.shape[0]
+    flat = f.reshape(n, -1)
+    if isinstance(activation, ReLU | Clip):
+        lo = 0.0 if isinstance(activation, ReLU) else activation.lo
+        hi = math.inf if isinstance(activation, ReLU) else activation.hi
+        out = (lo - flat).clamp(min=0) + (flat - hi).clamp(min=0)
+        count = (out > 0).sum(1).clamp(min=1)
+        s = (out.square().sum(1) / count).sqrt()
+        m = _ACTIVE_MARGIN * s.unsqueeze(1)
+        mask = (flat > lo + m) & (flat < hi - m)
+        return mask.reshape(f.shape), s
+    return torch.ones_like(f, dtype=torch.bool), torch.zeros(n, device=f.device, dtype=f.dtype)
 
 
 def _box(box) -> tuple[float, float] | None:

@@ -10,6 +10,7 @@ from torch import Tensor
 from liftinv.inversion._common import (
     _PATIENCE,
     InversionResult,
+    _active_mask,
     _adam_step,
     _Context,
     _end_iteration,
@@ -143,13 +144,19 @@ def _invert_lifted(
     # start, continuation from the second half of the budget, relaxed never ("auto" never gets here: the API
     # splits its batch into a continuation and a relaxed sub-batch)
     ends_hard = coupling in ("hard", "continuation")
-    if ends_hard:
+    mask = None  # "active": entries of x_L fixed to f (the others relaxed)
+    if ends_hard or coupling == "active":
         target, clipped = _project_domain(net.layers[-1].activation, f)
+    if coupling == "active":
+        mask, noise_estimate = _active_mask(net.layers[-1].activation, f)
     switch = 0 if coupling == "hard" else (ctx.max_iter // 2 if ends_hard else None)
     hard_now = switch == 0
     states = net.init_states(u)
     if hard_now:
         states[L] = target.clone()
+    elif mask is not None:
+        states[L] = torch.where(mask, target, states[L])
+    data_target = torch.where(mask, target, f) if mask is not None else f
     cache: dict = {}
     # the weights are fixed: safe steps 1/L_l with L_l = sum_m lambda_m ||K_m||^2 are computed once
     # (power iterations from the global RNG: seeded here, without touching the caller's RNG state)
@@ -158,7 +165,7 @@ def _invert_lifted(
         lip_u = lipschitz_state(net, states, 0, cache, iters=30)
         steps = {l: 1.0 / lipschitz_state(net, states, l, cache, iters=30) for l in range(1, L)}
     lip_step = lip_u
-    if L == 1 and not ends_hard and net.layers[0].inputs == (0,):
+    if L == 1 and not ends_hard and mask is None and net.layers[0].inputs == (0,):
         # x_1 is minimised exactly right before every input step, so the input step is a (proximal)
         # gradient step on the marginal e(u) = min_{x_1} [...], whose per-unit curvature in z is at most
         # lambda max(1, lambda) / (1 + lambda) (instead of lambda): a larger safe step, kept 5% inside.
@@ -178,6 +185,8 @@ def _invert_lifted(
             z, _ = zs.get(L)
             with torch.no_grad():
                 states[L] = pen_L.prox_state(f + lam_L * z.detach(), lam_L)
+                if mask is not None:
+                    states[L] = torch.where(mask, target, states[L])
         for l in range(L - 1, 0, -1):
             z, _ = zs.get(l)
             g = zs.input_gradient(l) - net.penalties[l - 1].weight * z.detach()
@@ -188,7 +197,7 @@ def _invert_lifted(
 
     def record(it, t):
         with torch.no_grad():
-            parts = _lifted_parts(net, states, target if hard_now else f)
+            parts = _lifted_parts(net, states, target if hard_now else data_target)
         return _record(ctx, hist, it, t, states[0], parts["data"], penalty=parts["penalty"])
 
     hist = History(method="lifted")
@@ -233,6 +242,8 @@ def _invert_lifted(
         "lipschitz": lip_u,
         "state_steps": steps,
         "clipped": clipped,
+        "hard_fraction": None if mask is None else mask.float().mean().item(),
+        "noise_estimate": None if mask is None else noise_estimate.detach().cpu(),
         "regulariser": ctx.regulariser,
         "states": [s.detach() for s in states[1:]],
     }

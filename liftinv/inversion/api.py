@@ -18,7 +18,13 @@ constraint ``u in [lo, hi]``. The hard form is the direct formulation of P2; for
 else the objective is unbounded below), so noisy ``f`` is projected onto that domain (clipped) first;
 the number of clipped entries is reported in ``InversionResult.info["clipped"]``.
 ``coupling="continuation"`` solves the relaxed form for the first half of the budget and the hard form
-(from the relaxed iterate) for the second half; the default ``coupling="auto"`` uses continuation for the
+(from the relaxed iterate) for the second half. ``coupling="active"`` couples hard only the outputs that are
+confidently inside the last activation's range and relaxes the others: for a ReLU (clip) output, entries
+below 0 (outside ``[lo, hi]``) come from noise alone, so ``s = sqrt(mean of their squared excursions)``
+estimates the noise deviation of each sample, and the entries more than ``3 s`` inside the range are fixed
+(``x_L = f``: no saturated units), the rest stay free (noise on an inactive unit cannot pull its
+pre-activation up, the failure of the hard form under noise); other last activations are coupled hard
+everywhere. With exact data (``s = 0``) it is the hard form on the active units. the default ``coupling="auto"`` uses continuation for the
 samples with ``alpha = 0`` (or no regulariser: the exact-fit problem ``N(u) = f``) and the relaxed form for
 the others (chosen on a validation split: ``benchmarks/results/inversion_validation.md``).
 
@@ -223,10 +229,13 @@ def invert(
         ``nn.Linear`` (then ``(in_features,)``) or has an ``input_shape`` attribute.
     box : (lo, hi) or None
         Box constraint on ``u`` (default ``(0, 1)`` for images); ``None`` for no constraint.
-    coupling : {"auto", "relaxed", "hard", "continuation"}
+    coupling : {"auto", "relaxed", "hard", "continuation", "active"}
         Lifted form: ``"relaxed"`` (free last state), ``"hard"`` (``x_L = f``, f projected onto dom psi_L,
         e.g. clipped to ``>= 0`` for ReLU; the count is in ``info["clipped"]``), ``"continuation"``
-        (relaxed for the first half of ``max_iter``, hard for the second: relaxed early, hard late) or
+        (relaxed for the first half of ``max_iter``, hard for the second: relaxed early, hard late),
+        ``"active"`` (hard on the outputs more than 3 estimated noise deviations inside the last
+        activation's range, relaxed on the others; ``info["hard_fraction"]`` and ``info["noise_estimate"]``
+        report the split) or
         ``"auto"`` (default): continuation for the samples without regularisation (``alpha = 0`` or
         ``regulariser=None``: exact fit, relative residual ~1e-6 on injective networks) and relaxed for the
         others. Chosen on a validation split of outputs (``benchmarks/results/inversion_validation.md``):

@@ -18,6 +18,13 @@ Front. Appl. Math. Stat. 9, 2023, inverts the same two kinds of network):
 * :func:`unrolled_recipe` -- an unrolled proximal-gradient deblurring network from
   :mod:`liftinv.models`: invert it to recover the blurred
   measurement from the reconstruction.
+* larger trained networks (:mod:`liftinv.inversion.networks`, cached after the first build):
+  ``"natural-encoder"`` -- the fully convolutional encoder (5 convolutions, 64 x 64 -> 16 x 8 x 8) of an
+  autoencoder trained on 64 x 64 natural-image patches (a folder such as Train400 via ``images=``, else
+  bundled scikit-image images); ``"autoencoder128"`` -- the encoder of a convolutional autoencoder with a
+  128-dimensional ReLU code on 32 x 32 patches; ``"resnet-features"`` -- a ResNet-style digit classifier
+  (residual blocks, batch norm folded into the convolutions, average pooling) cut after its second stage
+  (1 x 16 x 16 -> 16 x 4 x 4).
 
 :func:`get_recipe` returns an :class:`InversionProblem` (the network, ground-truth test inputs, shapes and
 suggested settings); :data:`RECIPES` lists the recipes by name. Test images come from :mod:`liftinv.datasets`:
@@ -364,13 +371,7 @@ def _autoencoder_problem(
     _check_split(split)
     ae = autoencoder(seed=seed, path=path, epochs=epochs, **kw)
     X, _ = load_digits(size=16)
-    n_train = ae.train_info.get("n_train", 1500)
-    test = X[n_train:]
-    idx = torch.linspace(0, test.shape[0] - 1, n_images).round().long()
-    if split == "validation":  # held-out digits half-way between the test ones (disjoint from them)
-        idx = torch.linspace(0, test.shape[0] - 1, 2 * n_images + 1)[1::2].round().long()
-        idx = idx[:n_images] + 1
-    imgs = test[idx]
+    imgs = X[_digit_split(X.shape[0], ae.train_info.get("n_train", 1500), n_images, split)]
     if target == "encoder":
         return InversionProblem(
             "autoencoder",
@@ -395,6 +396,81 @@ def _autoencoder_problem(
             extras={"autoencoder": ae, "images": imgs},
         )
     raise ValueError(f"target must be 'encoder' or 'decoder', got {target!r}")
+
+
+def _digit_split(n_digits: int, n_train: int, n_images: int, split: str) -> Tensor:
+    """Indices of the held-out digits ``n_train..`` used as test (evenly spread) or validation (half-way
+    between the test ones, disjoint from them) inputs."""
+    _check_split(split)
+    held_out = n_digits - n_train
+    if split == "validation":
+        idx = torch.linspace(0, held_out - 1, 2 * n_images + 1)[1::2].round().long()[:n_images] + 1
+    else:
+        idx = torch.linspace(0, held_out - 1, n_images).round().long()
+    return n_train + idx
+
+
+def _natural_problem(
+    name: str,
+    image_size: int,
+    code: int | None,
+    training: dict[str, Any],
+    alpha: float,
+    seed: int = 0,
+    n_images: int = 4,
+    path: str | os.PathLike | None = None,
+    images: str | os.PathLike | None = None,
+    split: str = "test",
+    **kw: Any,
+) -> InversionProblem:
+    from liftinv.inversion.networks import natural_autoencoder, natural_patches
+
+    _check_split(split)
+    kw = {**training, **kw}  # the recipe's training settings, overridable
+    ae = natural_autoencoder(image_size, code=code, seed=seed, images=images, path=path, **kw)
+    x, source = natural_patches(split, image_size, n_images, images)
+    return InversionProblem(
+        name,
+        ae.encoder,
+        x,
+        (1, image_size, image_size),
+        "tv",
+        alpha,
+        extras={"autoencoder": ae, "decoder": ae.decoder, "source": source},
+    )
+
+
+def _natural_encoder_problem(**kw: Any) -> InversionProblem:
+    return _natural_problem("natural-encoder", 64, None, {"n_train": 4096, "epochs": 8}, 3e-3, **kw)
+
+
+def _autoencoder128_problem(**kw: Any) -> InversionProblem:
+    return _natural_problem("autoencoder128", 32, 128, {"n_train": 8192, "epochs": 15}, 3e-3, **kw)
+
+
+def _resnet_problem(
+    seed: int = 0,
+    n_images: int = 6,
+    path: str | os.PathLike | None = None,
+    stage: str = "pool2",
+    split: str = "test",
+    **kw: Any,
+) -> InversionProblem:
+    from liftinv.inversion.networks import resnet, resnet_features
+
+    _check_split(split)
+    net = resnet(seed=seed, path=path, **kw)
+    X, _ = load_digits(size=16)
+    idx = _digit_split(X.shape[0], net.train_info.get("n_train", 1500), n_images, split)
+    return InversionProblem(
+        "resnet-features",
+        resnet_features(net, stage),
+        X[idx],
+        (1, 16, 16),
+        "tv",
+        1e-3,
+        extras={"classifier": net, "stage": stage},
+    )
 
 
 def _unrolled_problem(image_size: int = 16, seed: int = 0, n_images: int = 2, **kw: Any) -> InversionProblem:
@@ -490,20 +566,31 @@ RECIPES: dict[str, Callable[..., InversionProblem]] = {
     "perceptron": _perceptron_problem,
     "autoencoder": _autoencoder_problem,
     "unrolled": _unrolled_problem,
+    "natural-encoder": _natural_encoder_problem,
+    "autoencoder128": _autoencoder128_problem,
+    "resnet-features": _resnet_problem,
 }
 
 
 def get_recipe(name: str, **kwargs: Any) -> InversionProblem:
-    """Build the :class:`InversionProblem` of a recipe by name (``"perceptron"``, ``"autoencoder"``, ``"unrolled"``).
+    """Build the :class:`InversionProblem` of a recipe by name (a key of :data:`RECIPES`).
 
     Parameters
     ----------
     name : str
-        A key of :data:`RECIPES`.
+        ``"perceptron"``, ``"autoencoder"``, ``"unrolled"``, ``"natural-encoder"``, ``"autoencoder128"`` or
+        ``"resnet-features"``.
     **kwargs
-        Recipe options: perceptron ``image_size``, ``features``, ``seed``, ``n_images``; autoencoder
-        ``seed``, ``n_images``, ``path`` (cache file), ``target`` (``"encoder"``/``"decoder"``), ``epochs``;
-        unrolled ``image_size``, ``iterations``, ``sigma``, ``seed``, ``n_images``.
+        Recipe options: every recipe but unrolled takes ``split`` (``"test"`` or ``"validation"``: disjoint
+        inputs, for choosing settings) and ``n_images``; perceptron ``image_size``, ``features``, ``seed``;
+        autoencoder ``seed``, ``path`` (cache file), ``target`` (``"encoder"``/``"decoder"``), ``epochs``;
+        natural-encoder / autoencoder128 ``seed``, ``path`` (cache file or folder), ``images`` (training
+        folder; None: bundled images), ``n_train``, ``epochs``; resnet-features ``seed``, ``path``,
+        ``stage``, ``epochs``; unrolled ``image_size``, ``iterations``, ``sigma``, ``seed``.
+
+    See Also
+    --------
+    liftinv.inversion.networks : the trained networks and their caches.
 
     Examples
     --------

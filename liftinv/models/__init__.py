@@ -2,7 +2,7 @@
 
 * :mod:`~liftinv.models.builders` -- ``mlp``, ``convnet``, ``convnet4``, ``paper_convnet4``, ``mlp_bn`` and
   activations by name;
-* :mod:`~liftinv.models.blocks` -- :class:`ResidualBlock`, :class:`ProximalBlock` (each gives its lifted
+* :mod:`~liftinv.models.blocks` -- :class:`ResidualBlock`, :class:`ConvResidualBlock`, :class:`ProximalBlock` (each gives its lifted
   form through ``lifted_layers``);
 * :mod:`~liftinv.models.hard_threshold` -- :class:`Sign`, :class:`Staircase` and the FTPROP surrogates;
 * :mod:`~liftinv.models.transforms` -- circular and Parseval convolutions;
@@ -13,7 +13,7 @@
   ``"lpd"`` and ``"proxgrad-cnn"``.
 """
 
-from liftinv.models.blocks import ProximalBlock, ResidualBlock
+from liftinv.models.blocks import ConvResidualBlock, ProximalBlock, ResidualBlock
 from liftinv.models.builders import (
     HARD_THRESHOLDS,
     activation_module,
@@ -47,6 +47,7 @@ from liftinv.models.unrolled import ARCHITECTURES, INITS, UnrolledDualFB, Unroll
 ARCHITECTURES.update(LEARNED_ARCHITECTURES)  # build_model("lpd" | "proxgrad-cnn", ...) and load_model
 
 __all__ = [
+    "ConvResidualBlock",
     "ProximalBlock",
     "ResidualBlock",
     "HARD_THRESHOLDS",

@@ -13,7 +13,7 @@ from liftinv.lifted.activations import Identity, from_module
 from liftinv.lifted.network import LiftedBlock, LiftedLayer
 from liftinv.models.builders import activation_module
 
-__all__ = ["ResidualBlock", "ProximalBlock"]
+__all__ = ["ResidualBlock", "ConvResidualBlock", "ProximalBlock"]
 
 
 class _Synthesis(nn.Module):
@@ -37,9 +37,9 @@ class _Analysis(nn.Module):
 
 
 class _ResidualOutput(nn.Module):
-    """(x, h) -> x + V h + c, the second lifted layer of a ResidualBlock."""
+    """(x, h) -> x + V h + c, the second lifted layer of a ResidualBlock or ConvResidualBlock."""
 
-    def __init__(self, outer: nn.Linear):
+    def __init__(self, outer: nn.Module):
         super().__init__()
         self.outer = outer
 
@@ -78,6 +78,74 @@ class ResidualBlock(LiftedBlock):
         return [
             LiftedLayer(self.inner, from_module(self.act), inputs=(offset,)),
             LiftedLayer(_ResidualOutput(self.outer), Identity(), inputs=(offset, offset + 1)),
+        ]
+
+
+class ConvResidualBlock(LiftedBlock):
+    """Convolutional residual block ``sigma(x + V sigma(W x + b) + c)`` (3 x 3 convolutions), lifted as two layers.
+
+    The basic block of a ResNet (He, Zhang, Ren & Sun, *Deep residual learning for image recognition*, CVPR
+    2016) with the activation after the sum. Lifted form (Wang & Benning, JMLR 2023, Sec. 5): a hidden state
+    ``h = sigma(W x + b)`` and the block output ``sigma(x + V h + c)``, whose pre-activation is affine in both
+    ``x`` (the skip) and ``h``.
+
+    With ``batchnorm=True`` each convolution is followed by a batch norm (``nn.Sequential(conv, bn)``), for
+    training; batch norm in eval mode is affine and :func:`liftinv.inversion.recipes.fold_batchnorm` folds it
+    into the convolution, after which the block lifts. :meth:`lifted_layers` refuses unfolded batch norms.
+
+    Parameters
+    ----------
+    channels : int
+        Channels of the block input and output.
+    hidden : int, optional
+        Channels of the inner state (default ``channels``).
+    activation : str
+        Proximal activation of the inner state and of the output (``"relu"``, ``"leaky_relu"``, ...).
+    batchnorm : bool
+        Batch norm after each convolution (fold it before lifting).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from liftinv import lift
+    >>> block = ConvResidualBlock(4)
+    >>> x = torch.rand(2, 4, 8, 8)
+    >>> net = lift(block, last="free")
+    >>> [layer.inputs for layer in net.layers]
+    [(0,), (0, 1)]
+    >>> bool(torch.allclose(net.init_states(x)[-1], block(x)))
+    True
+    """
+
+    def __init__(
+        self, channels: int, hidden: int | None = None, activation: str = "relu", batchnorm: bool = False
+    ):
+        super().__init__()
+        hidden = hidden or channels
+        self.inner = nn.Sequential(
+            nn.Conv2d(channels, hidden, 3, padding=1), *([nn.BatchNorm2d(hidden)] if batchnorm else [])
+        )
+        self.act = activation_module(activation)
+        self.outer = nn.Sequential(
+            nn.Conv2d(hidden, channels, 3, padding=1), *([nn.BatchNorm2d(channels)] if batchnorm else [])
+        )
+        self.out_act = activation_module(activation)
+
+    def forward(self, x):
+        return self.out_act(x + self.outer(self.act(self.inner(x))))
+
+    def lifted_layers(self, offset: int) -> list[LiftedLayer]:
+        """Hidden state ``h = sigma(W x + b)`` and output ``sigma(x + V h + c)``."""
+        from liftinv.lifted.network import LiftingError
+
+        if any(isinstance(m, nn.BatchNorm2d) for m in self.modules()):
+            raise LiftingError(
+                "ConvResidualBlock contains BatchNorm2d, which lift() cannot use while it is a separate layer: "
+                "fold it into the convolutions first (eval mode)"
+            )
+        return [
+            LiftedLayer(self.inner, from_module(self.act), inputs=(offset,)),
+            LiftedLayer(_ResidualOutput(self.outer), from_module(self.out_act), inputs=(offset, offset + 1)),
         ]
 
 
