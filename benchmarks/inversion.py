@@ -85,7 +85,14 @@ METHODS = {
     "lifted-pdhg-cont": dict(method="lifted", solver="pdhg", coupling="continuation"),
     "lifted-adam-cont": dict(method="lifted", solver="adam", coupling="continuation"),
     "lifted-pdhg-active": dict(method="lifted", solver="pdhg", coupling="active"),
+    "lifted-pdhg-inertial": dict(method="lifted", solver="pdhg", coupling="relaxed", inertia=0.9),
+    "lifted-pdhg-active-inertial": dict(method="lifted", solver="pdhg", coupling="active", inertia=0.9),
+    "lifted-pdhg-cont-inertial": dict(method="lifted", solver="pdhg", coupling="continuation", inertia=0.9),
 }
+# the methods without "inertial" in their name are plain BCD (inertia 0), as before the inertia option
+for _name, _kw in METHODS.items():
+    if _kw["method"] == "lifted":
+        _kw.setdefault("inertia", 0.0)
 #: the method of METHODS that invert()'s default (coupling="auto", PDHG) runs at alpha > 0
 DEFAULT_METHOD = "lifted-pdhg-active"
 #: lifted method -> gradient method with the same input solver (for the time ratio and the comparison)
@@ -97,6 +104,9 @@ PAIRS = {
     "lifted-pdhg-cont": "gradient-pdhg",
     "lifted-adam-cont": "gradient-adam",
     "lifted-pdhg-active": "gradient-pdhg",
+    "lifted-pdhg-inertial": "gradient-pdhg",
+    "lifted-pdhg-active-inertial": "gradient-pdhg",
+    "lifted-pdhg-cont-inertial": "gradient-pdhg",
 }
 
 
@@ -152,7 +162,7 @@ def build_problem(name: str, args):
         }
     if name in ("natural-encoder", "autoencoder128"):
         kw = dict(n_train=512, epochs=2) if args.quick else {}
-        prob = get_recipe(name, n_images=2 if args.quick else 4, path=cache, images=images, split=split, **kw)
+        prob = get_recipe(name, n_images=2 if args.quick else 3, path=cache, images=images, split=split, **kw)
         info = prob.extras["autoencoder"].train_info
         ae = prob.extras["autoencoder"]
         side = ae.image_size // 2 ** len(ae.channels)
@@ -164,7 +174,7 @@ def build_problem(name: str, args):
         )
         letter = "c" if name == "natural-encoder" else "d"
         return prob, {
-            "alphas": [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+            "alphas": [0.0, 3e-3, 1e-2, 3e-2, 1e-1],
             "title": f"({letter}) {name}: encoder of a conv autoencoder, {ae.image_size}x{ae.image_size} natural "
             f"patches",
             "description": f"`get_recipe({name!r})`: {arch}; autoencoder trained by Adam on "
@@ -178,7 +188,7 @@ def build_problem(name: str, args):
         prob = get_recipe("resnet-features", n_images=3 if args.quick else 6, path=cache, split=split, **kw)
         info = prob.extras["classifier"].train_info
         return prob, {
-            "alphas": [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+            "alphas": [0.0, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
             "title": "(e) ResNet-style digit classifier, feature map after stage 2 (16x4x4)",
             "description": "`get_recipe('resnet-features')`: stem conv + BN, three residual blocks (conv-BN-ReLU-"
             "conv-BN, skip, ReLU) with average pooling between them, trained by Adam with cross-entropy on 1500 "
@@ -801,12 +811,18 @@ def main(argv=None) -> int:
     if args.extras:
         return extras_main(args)
     if args.from_json:
-        data = json.loads(Path(args.from_json).read_text())
+        paths = args.from_json.split(",")
+        data = json.loads(Path(paths[0]).read_text())
+        for extra in paths[1:]:  # runs of other models (e.g. parallel processes): one table
+            more = json.loads(Path(extra).read_text())
+            data["results"] += more["results"]
+            data["meta"]["command"] += " ; " + more["meta"]["command"]
+            data["meta"]["total_time"] += more["meta"]["total_time"]
+        order = {m: i for i, m in enumerate(MODEL_NAMES)}
+        data["results"].sort(key=lambda r: order.get(r["model"], len(order)))
+        data["meta"]["default"] = DEFAULT_METHOD
         out_dir = Path(args.out_dir or ROOT / "results")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        plot(data["results"], out_dir / "inversion.png")
-        (out_dir / "inversion.md").write_text(markdown(data["results"], data["timing"], data["meta"]))
-        print(f"wrote {out_dir / 'inversion.md'} and {out_dir / 'inversion.png'}", file=sys.stderr)
+        write_outputs(data["results"], data["timing"], data["meta"], out_dir, json_path=args.json)
         return 0
 
     from liftinv.training import resolve_device
@@ -868,19 +884,24 @@ def main(argv=None) -> int:
         or (Path(tempfile.gettempdir()) / "liftinv-inversion-quick" if args.quick else ROOT / "results")
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = "inversion" if args.split == "test" else "inversion_validation"
+    print(write_outputs(results, timing, meta, out_dir, json_path=args.json))
+    return 0
+
+
+def write_outputs(results, timing, meta, out_dir, json_path=None) -> str:
+    """inversion{,_validation}.md, the PSNR and stability figures, and the JSON; returns the markdown."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = "inversion" if meta.get("split", "test") == "test" else "inversion_validation"
     plot(results, out_dir / f"{stem}.png")
-    if meta["default"] and all(meta["default"] in r["methods"] for r in results):
+    if meta.get("default") and all(meta["default"] in r["methods"] for r in results):
         plot_stability(results, out_dir / f"{stem}_stability.png", meta["default"])
     md = markdown(results, timing, meta)
     (out_dir / f"{stem}.md").write_text(md)
-    print(md)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"meta": meta, "results": results, "timing": timing}, indent=1))
-    print(
-        f"wrote {out_dir / (stem + '.md')} and {out_dir / (stem + '.png')} in {total:.0f} s", file=sys.stderr
-    )
-    return 0
+    if json_path:
+        Path(json_path).write_text(json.dumps({"meta": meta, "results": results, "timing": timing}, indent=1))
+    print(f"wrote {out_dir / (stem + '.md')} and {out_dir / (stem + '.png')}", file=sys.stderr)
+    return md
 
 
 if __name__ == "__main__":

@@ -145,4 +145,5 @@ def test_cli_defaults_are_the_api_defaults():
     api = inspect.signature(invert).parameters
     assert defaults["coupling"] == api["coupling"].default
     assert defaults["lambdas"] == api["lambdas"].default
+    assert defaults["inertia"] == api["inertia"].default
     assert defaults["iters"] == api["max_iter"].default

@@ -158,3 +158,46 @@ def test_active_coupling_fits_exact_data_of_an_injective_network():
 def test_conv_autoencoder_rejects_a_size_it_cannot_halve():
     with pytest.raises(ValueError, match="divisible by 2\\^len\\(channels\\) = 8"):
         ConvAutoencoder(20, channels=(4, 4, 4))
+
+
+def _deep_net():
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Flatten()]
+    dims = [64, 96, 96, 96, 96]
+    for a, b in zip(dims[:-1], dims[1:]):
+        lin = nn.Linear(a, b)
+        nn.init.orthogonal_(lin.weight, gain=1.4)
+        nn.init.constant_(lin.bias, 0.05)
+        layers += [lin, nn.ReLU()]
+    return nn.Sequential(*layers).double()
+
+
+def test_inertia_speeds_up_the_inversion_of_a_deep_network():
+    """Four ReLU layers: at the same budget the inertial BCD fits exact data better than plain BCD."""
+    net = _deep_net()
+    u = torch.rand(4, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    f = net(u).detach()
+    kw = dict(regulariser=None, max_iter=300, tol=0, progress=False, coupling="active", input_shape=(1, 8, 8))
+    plain = invert(net, f, inertia=0.0, **kw)
+    inertial = invert(net, f, inertia=0.9, **kw)
+    assert inertial.info["inertia"] == 0.9
+    assert float(inertial.residual.mean()) < 0.8 * float(plain.residual.mean())
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, "fast"])
+def test_inertia_outside_0_1_is_one_clear_error(bad):
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU())
+    with pytest.raises(ValueError, match="inertia must be"):
+        invert(net, torch.rand(1, 3), inertia=bad, input_shape=(1, 2, 2), progress=False)
+
+
+def test_restart_drops_the_momentum_of_the_samples_whose_step_turns_back():
+    from liftinv.inversion._lifted import _restarted
+
+    prev = torch.zeros(2, 3)
+    cur = torch.ones(2, 3)  # momentum +1 in every entry
+    new = torch.stack([torch.full((3,), 2.5), torch.full((3,), 1.2)])  # beyond / short of y = 1.9
+    out = _restarted(prev, cur, new, 0.9)
+    assert torch.equal(out[0], cur[0])  # kept: the step from y goes on in the momentum's direction
+    assert torch.equal(out[1], new[1])  # restarted: next momentum new - new = 0
+    assert _restarted(None, cur, new, 0.9) is cur

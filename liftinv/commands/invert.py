@@ -98,6 +98,12 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     parser.add_argument(
         "--lambdas", type=float, default=1.0, help="lifted penalty weight lambda (all layers)"
     )
+    parser.add_argument(
+        "--inertia",
+        type=float,
+        default=0.9,  # the API's default (tests/test_cli_invert.py ties them)
+        help="lifted: heavy-ball weight in [0, 1) of the inertial BCD, with restart (0: plain BCD)",
+    )
     parser.add_argument("--iters", type=int, default=1000, help="iterations (same budget for both methods)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise and the model recipe")
     parser.add_argument("--device", default="cpu", help="cpu | cuda[:k]")
@@ -438,6 +444,7 @@ def run(args: argparse.Namespace) -> int:
         solver=args.solver,
         coupling=args.coupling,
         lambdas=args.lambdas,
+        inertia=args.inertia,
         max_iter=args.iters,
         device=dev,
         dtype=dtype,

@@ -12,6 +12,7 @@ from liftinv.inversion._common import (
     InversionResult,
     _active_mask,
     _adam_step,
+    _clamp,
     _Context,
     _end_iteration,
     _half_sq_dist,
@@ -130,8 +131,29 @@ def _lift_for_inversion(model, lambdas) -> LiftedNetwork:
         raise type(exc)(f"{msg} -- or use method='gradient'") from None
 
 
+def _restarted(prev: Tensor | None, cur: Tensor, new: Tensor, inertia: float) -> Tensor:
+    """The point the next heavy-ball term starts from: ``cur`` (momentum ``cur - prev`` kept), or ``new`` for
+    the samples whose proximal-gradient step from the extrapolated point ``y = cur + beta (cur - prev)``
+    turned against the momentum, ``<new - y, cur - prev> < 0`` (momentum zero next time: the gradient
+    restart of O'Donoghue & Candes, *Adaptive restart for accelerated gradient schemes*, Found. Comput.
+    Math. 15, 2015)."""
+    if prev is None:
+        return cur
+    n = cur.shape[0]
+    mom = cur - prev
+    dot = ((new - cur - inertia * mom).reshape(n, -1) * mom.reshape(n, -1)).sum(1)
+    return torch.where((dot < 0).reshape((n,) + (1,) * (cur.dim() - 1)), new, cur)
+
+
 def _invert_lifted(
-    ctx: _Context, u: Tensor, lambdas, coupling: str, solver: str, lr: float, tv_eps: float
+    ctx: _Context,
+    u: Tensor,
+    lambdas,
+    coupling: str,
+    solver: str,
+    lr: float,
+    tv_eps: float,
+    inertia: float = 0.0,
 ) -> InversionResult:
     net = _lift_for_inversion(ctx.model, lambdas)
     L = net.depth
@@ -193,13 +215,19 @@ def _invert_lifted(
             pen = net.penalties[l - 1]
             mu = steps[l]
             with torch.no_grad():
-                states[l] = pen.prox_state(states[l] - mu * g, mu * pen.weight)
+                x = states[l] - mu * g
+                if inertia and prev[l] is not None:  # heavy-ball term of the inertial BCD
+                    x = x + inertia * (states[l] - prev[l])
+                new = pen.prox_state(x, mu * pen.weight)
+                prev[l] = _restarted(prev[l], states[l], new, inertia) if inertia else states[l]
+                states[l] = new
 
     def record(it, t):
         with torch.no_grad():
             parts = _lifted_parts(net, states, target if hard_now else data_target)
         return _record(ctx, hist, it, t, states[0], parts["data"], penalty=parts["penalty"])
 
+    prev = [None] * (L + 1)
     hist = History(method="lifted")
     converged = False
     it = 0
@@ -212,11 +240,16 @@ def _invert_lifted(
             hard_now = True
             states[L] = target.clone()
             calm = 0
+            prev = [None] * (L + 1)  # the inertia restarts with the new problem
         before = list(states)  # state updates replace tensors, so these references keep the old values
         sweep()
         g = zs.input_gradient(0)
         with torch.no_grad():
-            un = stepper.step(states[0], g)
+            u_cur = states[0]
+            if inertia and solver == "pdhg" and prev[0] is not None:
+                u_cur = _clamp(u_cur + inertia * (states[0] - prev[0]), ctx.box)
+            un = stepper.step(u_cur, g)
+            prev[0] = _restarted(prev[0], states[0], un, inertia) if inertia else states[0]
             states[0] = un
             change = _rel_change([(states[l], before[l]) for l in range(L + 1)]) if ctx.tol > 0 else 1.0
         logged = it % ctx.log_every == 0 and it < ctx.max_iter
@@ -236,6 +269,7 @@ def _invert_lifted(
         "switch": switch,
         "ends_hard": ends_hard,
         "solver": solver,
+        "inertia": inertia,
         "lambdas": net.lambdas,
         "depth": L,
         "step": 1.0 / lip_step,
