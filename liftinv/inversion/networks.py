@@ -41,6 +41,7 @@ __all__ = [
     "resnet",
     "resnet_features",
     "cached_training",
+    "fold_batchnorm",
 ]
 
 #: bundled scikit-image images of each split when no image folder is given (disjoint)
@@ -451,8 +452,6 @@ def resnet_features(model: nn.Sequential, stage: str = "pool2") -> nn.Sequential
     >>> resnet_features(net, "pool1")(torch.rand(1, 1, 8, 8)).shape
     torch.Size([1, 2, 4, 4])
     """
-    from liftinv.inversion.recipes import fold_batchnorm
-
     names = list(model._modules)
     if stage not in names:
         raise ValueError(f"stage must be one of {names}, got {stage!r}")
@@ -461,3 +460,70 @@ def resnet_features(model: nn.Sequential, stage: str = "pool2") -> nn.Sequential
     side = 16
     features.input_shape = (1, side, side)
     return features
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Copy of ``model`` with every eval-mode batch norm folded into the affine layer before it.
+
+    In eval mode ``BN(y) = gamma (y - mean) / sqrt(var + eps) + beta`` is affine, so ``BN(W x + b)`` is
+    the affine map ``W' x + b'`` with ``W' = s W`` (per output channel), ``b' = s (b - mean) + beta``,
+    ``s = gamma / sqrt(var + eps)`` (Ioffe & Szegedy, *Batch normalization*, ICML 2015; the standard
+    inference-time fusion). A lifted network needs affine layers followed by proximal activations, so
+    folding makes an eval-mode network with batch norm liftable (:func:`liftinv.lifted.lift`).
+
+    Parameters
+    ----------
+    model : nn.Module
+        A network whose ``nn.Sequential`` parts hold ``nn.Conv1d/2d`` or ``nn.Linear`` followed directly by
+        ``nn.BatchNorm1d/2d``.
+
+    Returns
+    -------
+    nn.Module
+        A copy in eval mode with each such pair replaced by one layer (same outputs in eval mode).
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU()).eval()
+    >>> folded = fold_batchnorm(net)
+    >>> x = torch.rand(1, 1, 5, 5)
+    >>> bool(torch.allclose(folded(x), net(x), atol=1e-6)), len(folded)
+    (True, 2)
+    """
+    import copy
+
+    model = copy.deepcopy(model).eval()
+
+    def fold(seq: nn.Module) -> None:
+        for child in list(seq.children()):
+            fold(child)
+        if not isinstance(seq, nn.Sequential):
+            return
+        mods = list(seq)
+        out: list[nn.Module] = []
+        for m in mods:
+            if (
+                isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)
+                and out
+                and isinstance(out[-1], nn.Conv1d | nn.Conv2d | nn.Linear)
+            ):
+                lay = out[-1]
+                s = m.weight.detach() / torch.sqrt(m.running_var + m.eps)
+                shape = (-1,) + (1,) * (lay.weight.dim() - 1)
+                bias = lay.bias.detach() if lay.bias is not None else torch.zeros_like(m.running_mean)
+                new_b = s * (bias - m.running_mean) + m.bias.detach()
+                with torch.no_grad():
+                    lay.weight.mul_(s.reshape(shape))
+                    if lay.bias is None:
+                        lay.bias = nn.Parameter(new_b)
+                    else:
+                        lay.bias.copy_(new_b)
+                continue
+            out.append(m)
+        for k in list(seq._modules):
+            del seq._modules[k]
+        for k, m in enumerate(out):
+            seq.add_module(str(k), m)
+
+    fold(model)
+    return model

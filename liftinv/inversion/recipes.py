@@ -48,6 +48,13 @@ from torch import Tensor, nn
 from liftinv.datasets import load_digits, random_phantoms
 from liftinv.datasets import shepp_logan as _shepp_logan
 from liftinv.files import load_torch_file, save_torch_file
+from liftinv.inversion.networks import (
+    fold_batchnorm,
+    natural_autoencoder,
+    natural_patches,
+    resnet,
+    resnet_features,
+)
 from liftinv.metrics import psnr
 
 __all__ = [
@@ -58,6 +65,7 @@ __all__ = [
     "is_autoencoder_cache",
     "get_recipe",
     "RECIPES",
+    "fold_batchnorm",
     "unrolled_recipe",
 ]
 
@@ -423,8 +431,6 @@ def _natural_problem(
     split: str = "test",
     **kw: Any,
 ) -> InversionProblem:
-    from liftinv.inversion.networks import natural_autoencoder, natural_patches
-
     _check_split(split)
     kw = {**training, **kw}  # the recipe's training settings, overridable
     ae = natural_autoencoder(image_size, code=code, seed=seed, images=images, path=path, **kw)
@@ -456,8 +462,6 @@ def _resnet_problem(
     split: str = "test",
     **kw: Any,
 ) -> InversionProblem:
-    from liftinv.inversion.networks import resnet, resnet_features
-
     _check_split(split)
     net = resnet(seed=seed, path=path, **kw)
     X, _ = load_digits(size=16)
@@ -483,73 +487,6 @@ def _unrolled_problem(image_size: int = 16, seed: int = 0, n_images: int = 2, **
     return InversionProblem(
         "unrolled", net, y.clamp(0, 1), (1, image_size, image_size), "tv", 1e-3, extras={"images": x}
     )
-
-
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Copy of ``model`` with every eval-mode batch norm folded into the affine layer before it.
-
-    In eval mode ``BN(y) = gamma (y - mean) / sqrt(var + eps) + beta`` is affine, so ``BN(W x + b)`` is
-    the affine map ``W' x + b'`` with ``W' = s W`` (per output channel), ``b' = s (b - mean) + beta``,
-    ``s = gamma / sqrt(var + eps)`` (Ioffe & Szegedy, *Batch normalization*, ICML 2015; the standard
-    inference-time fusion). A lifted network needs affine layers followed by proximal activations, so
-    folding makes an eval-mode network with batch norm liftable (:func:`liftinv.lifted.lift`).
-
-    Parameters
-    ----------
-    model : nn.Module
-        A network whose ``nn.Sequential`` parts hold ``nn.Conv1d/2d`` or ``nn.Linear`` followed directly by
-        ``nn.BatchNorm1d/2d``.
-
-    Returns
-    -------
-    nn.Module
-        A copy in eval mode with each such pair replaced by one layer (same outputs in eval mode).
-
-    Examples
-    --------
-    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU()).eval()
-    >>> folded = fold_batchnorm(net)
-    >>> x = torch.rand(1, 1, 5, 5)
-    >>> bool(torch.allclose(folded(x), net(x), atol=1e-6)), len(folded)
-    (True, 2)
-    """
-    import copy
-
-    model = copy.deepcopy(model).eval()
-
-    def fold(seq: nn.Module) -> None:
-        for child in list(seq.children()):
-            fold(child)
-        if not isinstance(seq, nn.Sequential):
-            return
-        mods = list(seq)
-        out: list[nn.Module] = []
-        for m in mods:
-            if (
-                isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)
-                and out
-                and isinstance(out[-1], nn.Conv1d | nn.Conv2d | nn.Linear)
-            ):
-                lay = out[-1]
-                s = m.weight.detach() / torch.sqrt(m.running_var + m.eps)
-                shape = (-1,) + (1,) * (lay.weight.dim() - 1)
-                bias = lay.bias.detach() if lay.bias is not None else torch.zeros_like(m.running_mean)
-                new_b = s * (bias - m.running_mean) + m.bias.detach()
-                with torch.no_grad():
-                    lay.weight.mul_(s.reshape(shape))
-                    if lay.bias is None:
-                        lay.bias = nn.Parameter(new_b)
-                    else:
-                        lay.bias.copy_(new_b)
-                continue
-            out.append(m)
-        for k in list(seq._modules):
-            del seq._modules[k]
-        for k, m in enumerate(out):
-            seq.add_module(str(k), m)
-
-    fold(model)
-    return model
 
 
 #: output splits of the recipes: "validation" (choose alpha and the defaults) and "test" (report once)
