@@ -1,61 +1,61 @@
 """Stability of network inversion: lifted Bregman vs gradient-based inversion as the noise grows.
 
-For the two recipes of :mod:`liftinv.inversion.recipes` --
+Models (``--models``, recipes of :mod:`liftinv.inversion.recipes`; the trained ones are cached in
+``--cache-dir``):
 
-(a) the P2 ReLU perceptron (64 x 64 image -> 512 features, unit-variance Gaussian W), test images
-    Shepp-Logan and a random piecewise-constant phantom;
-(b) the encoder of a small convolutional autoencoder trained on 16 x 16 digits (invert its code: recover the
-    image from the 32-dimensional code), test images 6 held-out digits --
+(a) ``perceptron``: the P2 ReLU perceptron (64 x 64 image -> 512 features, unit-variance Gaussian W), test
+    images Shepp-Logan and a random piecewise-constant phantom;
+(b) ``autoencoder``: the encoder of a small convolutional autoencoder trained on 16 x 16 digits (32-dim code);
+(c) ``natural-encoder``: the fully convolutional encoder (5 convolutions, 64 x 64 -> 16 x 8 x 8) of an
+    autoencoder trained on 64 x 64 patches of Train400 (``../shared/data``; bundled images without it);
+(d) ``autoencoder128``: the encoder of a convolutional autoencoder with a 128-dim code (32 x 32 patches);
+(e) ``resnet-features``: a ResNet-style digit classifier (residual blocks, batch norm folded, average
+    pooling) inverted at the output of its second stage (7 lifted layers).
 
-and relative noise levels ``delta`` in {0, 0.5, 1, 2, 5, 10}% (``f = N(u) + delta ||N(u)|| e / ||e||``, one
-Gaussian draw ``e`` per image, the same for every method), every method inverts every output with TV for
-every ``alpha`` of a small grid (the same grid for all methods; alpha = 0 included). **Alpha rule: oracle**
--- per method and noise level, the alpha with the best mean PSNR over the test images is reported.
+At relative noise levels ``delta`` in {0, 0.5, 1, 2, 5, 10}% (``f = N(u) + delta ||N(u)|| e / ||e||``, one
+Gaussian draw ``e`` per image, the same for every method) every method inverts every output with TV for every
+``alpha`` of a per-model grid (the same grid for all methods; alpha = 0 included). **Alpha rule**: on the
+validation split the alpha with the best mean PSNR per method and noise level (oracle on that split); on the
+test split (``--alphas-from VALIDATION_JSON``) each method runs once at its validation alpha.
 
-Methods (same iteration budget, ``--iters``, default 1000; one outer BCD iteration = one gradient
-iteration):
+Methods (same iteration budget, ``--iters``, default 1000; one outer BCD iteration = one gradient iteration):
 
-* ``lifted-pdhg``       lifted Bregman inversion, relaxed coupling (free last state, lambda = 1), PDHG input step
-* ``lifted-pdhg-hard``  the same with hard coupling x_L = f (P2's direct form; f clipped to >= 0)
-* ``gradient-pdhg``     min 1/2||N(u) - f||^2 + alpha TV(u) by the same PDHG with the autograd gradient (P2's baseline)
-* ``lifted-adam``       lifted, relaxed, Adam on the input block (TV smoothed, eps = 1e-2), lr 3e-2
-* ``lifted-adam-hard``  the same with hard coupling
-* ``gradient-adam``     the gradient baseline with Adam (same smoothing and lr)
-* ``lifted-pdhg-cont``  continuation coupling: relaxed for the first half of the budget, hard for the second
-* ``lifted-adam-cont``  the same with the Adam input step
+* ``lifted-default``     :func:`liftinv.inversion.invert`'s defaults exactly (``coupling="auto"``, PDHG, inertia)
+* ``lifted-pdhg``        relaxed coupling (free last state, lambda = 1), PDHG input step, plain BCD
+* ``lifted-pdhg-hard``   hard coupling x_L = f (P2's direct form; f clipped to >= 0)
+* ``lifted-pdhg-cont``   continuation: relaxed for the first half of the budget, hard for the second
+* ``lifted-pdhg-active`` hard on the outputs > 3 estimated noise deviations inside the range, relaxed elsewhere
+* ``lifted-*-inertial``  the same with the inertial BCD (heavy ball 0.9 with restart)
+* ``lifted-adam*``       Adam on the input block (TV smoothed, eps = 1e-2), lr 3e-2
+* ``gradient-pdhg``      min 1/2||N(u) - f||^2 + alpha TV(u) by PDHG with the autograd gradient (P2's baseline)
+* ``gradient-adam``      the gradient baseline with Adam (same smoothing and lr)
 
-The default of ``invert`` (``coupling="auto"``) is ``lifted-pdhg`` for alpha > 0 and ``lifted-pdhg-cont`` for
-alpha = 0.
+The validation markdown ends with the rule that picks the default (largest worst-case PSNR margin over the
+best gradient inversion at noise >= 1 % across the models, ties by the mean margin); the test markdown with
+the relative error against the noise level (``inversion_stability.png``) and the default's margins.
 
-Metrics: PSNR (``deepinv.loss.metric.PSNR(max_pixel=1)``) and SSIM (``deepinv.loss.metric.SSIM()``, i.e.
-torchmetrics' Gaussian-window SSIM, 11 x 11, sigma 1.5, data range 1; it differs from scikit-image's by ~0.02),
-the relative residual ``||N(u) - f|| / ||f||``, wall time of each batched run and the lifted/gradient time
-ratio for the same input solver, measured in the same process. For (b) the decoder's output ``D(f)`` is
-listed as a learned reference inverse.
+Metrics: PSNR (``deepinv.loss.metric.PSNR(max_pixel=1)``), SSIM (``deepinv.loss.metric.SSIM()``), the
+relative error ``||u - u_true|| / ||u_true||``, the relative residual ``||N(u) - f|| / ||f||``, wall time of each
+batched run. For the autoencoders the decoder's output ``D(f)`` is listed as a learned reference inverse.
+``--extras`` measures the spread over random initialisations and the time of 256 outputs per model.
 
-A timing section inverts a batch of 64 outputs of model (a) at the default settings of
-:func:`liftinv.inversion.invert` (lifted: PDHG, relaxed; gradient: Adam; 1000 iterations) with 1 and 2
-torch threads, alternating the methods.
+Protocol of issue 15 (two processes in parallel, then one table)::
 
-Protocol of issue 15 (the default of :func:`liftinv.inversion.invert` and alpha are chosen on a validation
-split of outputs, then the test split is evaluated once at those alphas)::
-
-    python benchmarks/inversion.py --split validation --no-timing \
-        --json benchmarks/results/inversion_validation.json     # -> inversion_validation.md
-    python benchmarks/inversion.py --split test --no-timing \
-        --methods lifted-pdhg,lifted-pdhg-cont,lifted-pdhg-hard,gradient-adam,gradient-pdhg \
-        --alphas-from benchmarks/results/inversion_validation.json \
-        --json benchmarks/results/inversion.json                # -> inversion.md, inversion.png
-
-(``--models perceptron`` / ``--models autoencoder`` run one model, e.g. in two parallel processes.)
+    python benchmarks/inversion.py --split validation --no-timing --models natural-encoder,autoencoder128 \
+        --methods lifted-pdhg-inertial,lifted-pdhg-active-inertial,lifted-pdhg-cont-inertial,gradient-adam,gradient-pdhg \
+        --json /tmp/val_b.json --out-dir /tmp/val_b
+    python benchmarks/inversion.py --split validation --no-timing --models perceptron,autoencoder,resnet-features \
+        --methods (the same) --json /tmp/val_c.json --out-dir /tmp/val_c
+    python benchmarks/inversion.py --from-json /tmp/val_c.json,/tmp/val_b.json \
+        --json benchmarks/results/inversion_validation.json            # -> inversion_validation.md
+    python benchmarks/inversion.py --split test --no-timing --methods lifted-default,gradient-adam,gradient-pdhg \
+        --alphas-from benchmarks/results/inversion_validation.json --json ...   # -> inversion.md (+ png)
+    python benchmarks/inversion.py --extras --alphas-from benchmarks/results/inversion_validation.json
 
 Usage::
 
-    python benchmarks/inversion.py                 # full run (about 10 min on 2 CPU cores)
-    python benchmarks/inversion.py --quick         # smaller sizes, 300 iterations (about 1-2 min)
-    python benchmarks/inversion.py --json out.json --device cuda
-
-Writes ``benchmarks/results/inversion.md`` and ``benchmarks/results/inversion.png`` (PSNR vs noise).
+    python benchmarks/inversion.py --quick         # smaller sizes, 300 iterations, tiny trained nets
+    python benchmarks/inversion.py --device cuda --json out.json
 """
 
 from __future__ import annotations
@@ -93,8 +93,10 @@ METHODS = {
 for _name, _kw in METHODS.items():
     if _kw["method"] == "lifted":
         _kw.setdefault("inertia", 0.0)
+#: invert()'s defaults exactly (coupling="auto", PDHG, its default inertia): the default the issue asks about
+METHODS["lifted-default"] = dict(method="lifted")
 #: the method of METHODS that invert()'s default (coupling="auto", PDHG) runs at alpha > 0
-DEFAULT_METHOD = "lifted-pdhg-active"
+DEFAULT_METHOD = "lifted-default"
 #: lifted method -> gradient method with the same input solver (for the time ratio and the comparison)
 PAIRS = {
     "lifted-pdhg": "gradient-pdhg",
@@ -107,6 +109,7 @@ PAIRS = {
     "lifted-pdhg-inertial": "gradient-pdhg",
     "lifted-pdhg-active-inertial": "gradient-pdhg",
     "lifted-pdhg-cont-inertial": "gradient-pdhg",
+    "lifted-default": "gradient-pdhg",
 }
 
 
@@ -247,11 +250,23 @@ def study(
     }
     for mname in methods:
         kw = METHODS[mname]
+        picked = chosen is not None and mname in chosen
+        # every (noise, alpha, image) of the grid; with validation alphas only the chosen alpha per noise
+        # level and (noise 0, alpha 0) for the exact-fit residual: samples are independent, so the rows are
+        # those of the full grid
+        run = torch.ones(nn_, na, K, dtype=torch.bool)
+        if picked:
+            run[:] = False
+            for i in range(nn_):
+                run[i, alphas.index(chosen[mname][i])] = True
+            if 0.0 in alphas:
+                run[0, alphas.index(0.0)] = True
+        sel = run.reshape(-1)
         res = invert(
             model,
-            f,
+            f[sel.to(f.device)],
             regulariser="tv",
-            alpha=alpha,
+            alpha=alpha[sel],
             max_iter=iters,
             tol=0.0,
             device=device,
@@ -260,18 +275,23 @@ def study(
             log_every=max(iters // 10, 1),
             **kw,
         )
-        psnr, ssim = metrics(res.u, u_true)
-        err = (res.u.detach().cpu() - u_true.cpu()).reshape(nn_ * na * K, -1).norm(dim=1)
-        rel_err = (err / u_true.cpu().reshape(nn_ * na * K, -1).norm(dim=1)).reshape(nn_, na, K)
-        psnr = psnr.reshape(nn_, na, K)
-        ssim = ssim.reshape(nn_, na, K)
-        resid = res.residual.detach().cpu().reshape(nn_, na, K)
+
+        def spread(values, sel=sel):
+            """Values of the run samples on the (noise, alpha, image) grid, NaN where not run."""
+            out_ = torch.full((nn_ * na * K,), float("nan"))
+            out_[sel] = values.detach().cpu().float().reshape(-1)
+            return out_.reshape(nn_, na, K)
+
+        truth_sel = u_true[sel.to(u_true.device)]
+        psnr, ssim = metrics(res.u, truth_sel)
+        err = (res.u.detach().cpu() - truth_sel.cpu()).reshape(int(sel.sum()), -1).norm(dim=1)
+        rel_err = spread(err / truth_sel.cpu().reshape(int(sel.sum()), -1).norm(dim=1))
+        psnr, ssim, resid = spread(psnr), spread(ssim), spread(res.residual)
         rows = []
         for i, delta in enumerate(NOISE_LEVELS):
             mean_psnr = psnr[i].mean(1)
-            j = int(mean_psnr.argmax())
-            if chosen is not None and mname in chosen:
-                j = alphas.index(chosen[mname][i])
+            j = alphas.index(chosen[mname][i]) if picked else int(mean_psnr.argmax())
+            a0 = alphas.index(0.0) if 0.0 in alphas else None
             rows.append(
                 {
                     "noise": delta,
@@ -280,15 +300,17 @@ def study(
                     "ssim": float(ssim[i, j].mean()),
                     "rel_error": float(rel_err[i, j].mean()),
                     "residual": float(resid[i, j].mean()),
-                    "residual_alpha0": float(resid[i, alphas.index(0.0)].mean()) if 0.0 in alphas else None,
-                    "psnr_per_alpha": [float(v) for v in mean_psnr],
+                    "residual_alpha0": None
+                    if a0 is None or bool(resid[i, a0].isnan().any())
+                    else float(resid[i, a0].mean()),
+                    "psnr_per_alpha": None if picked else [float(v) for v in mean_psnr],
                 }
             )
         out["methods"][mname] = {
             "rows": rows,
             "time": res.time,
             "iterations": res.iterations,
-            "batch": f.shape[0],
+            "batch": int(sel.sum()),
             "clipped": res.info.get("clipped", 0),
         }
         print(
@@ -411,9 +433,12 @@ def extras_main(args) -> int:
     torch.set_num_threads(args.threads)
     iters = args.iters or 1000
     chosen = {}
-    for r in json.loads(Path(args.alphas_from).read_text())["results"]:
+    val = json.loads(Path(args.alphas_from).read_text())["results"]
+    winner, _ = choose_default(val)
+    for r in val:
         at = NOISE_LEVELS.index(0.02)
         chosen[r["model"]] = {m: d["rows"][at]["alpha"] for m, d in r["methods"].items()}
+        chosen[r["model"]].setdefault(DEFAULT_METHOD, chosen[r["model"]][winner])
     data = {
         "meta": {
             "threads": args.threads,
@@ -842,8 +867,12 @@ def main(argv=None) -> int:
     models = _check_models(args.models)
     chosen = {}
     if args.alphas_from:
-        for r in json.loads(Path(args.alphas_from).read_text())["results"]:
+        val = json.loads(Path(args.alphas_from).read_text())["results"]
+        winner, _ = choose_default(val)  # the default's alphas: those of the candidate the rule picked
+        for r in val:
             chosen[r["model"]] = {m: [row["alpha"] for row in d["rows"]] for m, d in r["methods"].items()}
+            chosen[r["model"]].setdefault(DEFAULT_METHOD, chosen[r["model"]][winner])
+        print(f"validation rule's choice: {winner} (alphas of {DEFAULT_METHOD})", flush=True)
     results = []
     for name in models:
         prob, spec = build_problem(name, args)

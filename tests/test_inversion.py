@@ -134,9 +134,9 @@ def test_lifted_tv_beats_gradient_at_2_percent_noise(problem):
 def test_lifted_pdhg_default_vs_gradient_pdhg(problem):
     """P2's algorithm (PDHG input step) against the gradient baseline with the same PDHG."""
     net, u, _, f = problem
-    lifted = invert(net, f, alpha=ALPHA, max_iter=ITERS, progress=False)  # defaults: lifted, PDHG, relaxed
+    lifted = invert(net, f, alpha=ALPHA, max_iter=ITERS, progress=False)  # defaults: lifted, PDHG, active
     grad = invert(net, f, alpha=ALPHA, method="gradient", solver="pdhg", max_iter=ITERS, progress=False)
-    assert lifted.info["solver"] == "pdhg" and lifted.info["coupling"] == "relaxed"
+    assert lifted.info["solver"] == "pdhg" and lifted.info["coupling"] == "active"
     p_l, p_g = psnr(lifted.u, u), psnr(grad.u, u)
     assert p_l >= 18.5
     assert p_l >= p_g
@@ -442,7 +442,7 @@ def test_default_fits_exact_data_of_an_injective_network():
     u = torch.rand(3, 1, 4, 4, dtype=torch.float64)
     f = net(u).detach()
     res = invert(net, f, regulariser=None, max_iter=4000, progress=False)
-    assert res.info["coupling"] == "continuation" and res.info["coupling_option"] == "auto"
+    assert res.info["coupling"] == "active" and res.info["coupling_option"] == "auto"
     assert float(res.residual.max()) <= 1e-4, res.residual
     # injective: the exact fit recovers the input itself
     assert (
@@ -458,17 +458,21 @@ def test_default_fits_exact_data_of_an_injective_network():
     assert float(relaxed.residual.max()) > 1e-3  # the saturated units the continuation removes
 
 
-def test_default_is_relaxed_under_regularisation_and_splits_mixed_batches(problem):
-    """alpha > 0 -> relaxed (the validated default); a batch mixing alpha = 0 and alpha > 0 is solved
-    as two independent sub-batches, so every sample equals its own run."""
+def test_default_is_the_inertial_active_coupling_and_mixed_batches_match_single_runs(problem):
+    """coupling="auto" is the validated "active" coupling with inertia 0.9, for alpha = 0 and alpha > 0; a
+    batch mixing both gives every sample its own run's result (the noise estimate is per sample)."""
     _, _, f0, f = problem
     net64 = perceptron(SIZE, FEATURES, seed=0).double()
     fb = torch.cat([f, f0]).double()
     alphas = torch.tensor([ALPHA, 0.0], dtype=torch.float64)
     both = invert(net64, fb, alpha=alphas, max_iter=80, tol=0, progress=False)
-    assert both.info["coupling"] == "auto"
-    for k, coupling in enumerate(("relaxed", "continuation")):
+    assert both.info["coupling"] == "active" and both.info["coupling_option"] == "auto"
+    assert both.info["inertia"] == 0.9
+    explicit = invert(net64, fb, alpha=alphas, max_iter=80, tol=0, progress=False, coupling="active")
+    torch.testing.assert_close(both.u, explicit.u, rtol=0, atol=0)
+    # noisy output: a positive noise estimate; exact output: none, every active unit coupled hard
+    assert float(both.info["noise_estimate"][0]) > 0 and float(both.info["noise_estimate"][1]) == 0
+    for k in range(2):
         one = invert(net64, fb[k : k + 1], alpha=float(alphas[k]), max_iter=80, tol=0, progress=False)
-        assert one.info["coupling"] == coupling
         torch.testing.assert_close(both.u[k : k + 1], one.u, rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(both.residual[k : k + 1], one.residual, rtol=1e-9, atol=1e-12)

@@ -85,8 +85,9 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     parser.add_argument(
         "--coupling",
         default="auto",  # the API's default (tests/test_cli_invert.py ties them; no torch import here)
-        help="lifted: auto (relaxed if alpha > 0, continuation if alpha = 0; the API default) | relaxed (free "
-        "last state) | hard (x_L = f) | continuation (relaxed, then hard for the second half)",
+        help="lifted: auto (the API default: active) | relaxed (free last state) | hard (x_L = f) | continuation "
+        "(relaxed, then hard for the second half) | active (hard on the outputs clearly above the noise, relaxed "
+        "on the others)",
     )
     parser.add_argument(
         "--alpha",

@@ -24,9 +24,10 @@ below 0 (outside ``[lo, hi]``) come from noise alone, so ``s = sqrt(mean of thei
 estimates the noise deviation of each sample, and the entries more than ``3 s`` inside the range are fixed
 (``x_L = f``: no saturated units), the rest stay free (noise on an inactive unit cannot pull its
 pre-activation up, the failure of the hard form under noise); other last activations are coupled hard
-everywhere. With exact data (``s = 0``) it is the hard form on the active units. the default ``coupling="auto"`` uses continuation for the
-samples with ``alpha = 0`` (or no regulariser: the exact-fit problem ``N(u) = f``) and the relaxed form for
-the others (chosen on a validation split: ``benchmarks/results/inversion_validation.md``).
+everywhere. With exact data (``s = 0``) it is the hard form on the active units. The default
+``coupling="auto"`` is the active coupling with the inertial BCD (``inertia=0.9``), chosen on a validation
+split of outputs of five networks (``benchmarks/results/inversion_validation.md``); it also fits exact data
+(``alpha = 0``) of injective one-layer networks to a relative residual below 1e-4.
 
 Solver (block-coordinate descent, one outer iteration):
 
@@ -81,7 +82,6 @@ Both methods work on batches of outputs (samples are independent), on CPU or CUD
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -187,8 +187,9 @@ def invert(
         min_{u, x_1..x_L} 1/2 ||x_L - f||^2 + sum_l lambda_l B_l(x_l, K_l x_{l-1}) + alpha J(u),  x_0 = u
 
     (``coupling="relaxed"``; ``"hard"`` fixes ``x_L = f`` and gives P2's direct form
-    ``lambda_L B_L(f, K_L x_{L-1}) + ...``; ``"continuation"`` is relaxed then hard; the default ``"auto"``
-    is relaxed when ``alpha > 0`` and continuation when ``alpha = 0``) by block-coordinate descent: exact / forward-backward steps on
+    ``lambda_L B_L(f, K_L x_{L-1}) + ...``; ``"continuation"`` is relaxed then hard; ``"active"`` is hard on
+    the confidently active outputs and relaxed on the others; the default ``"auto"`` is ``"active"``) by
+    inertial block-coordinate descent: exact / forward-backward steps on
     the states, then one PDHG (TV) or proximal-gradient (Tikhonov, none) step on ``u`` with the gradient
     ``sum_m lambda_m K_m^T (sigma_m(K_m u) - x_m)`` -- no activation derivative and no backward pass through
     ``N``. Gradient inversion: ``min_u 1/2 ||N(u) - f||^2 + alpha J(u)`` through autograd. See the module
@@ -237,11 +238,10 @@ def invert(
         ``"active"`` (hard on the outputs more than 3 estimated noise deviations inside the last
         activation's range, relaxed on the others; ``info["hard_fraction"]`` and ``info["noise_estimate"]``
         report the split) or
-        ``"auto"`` (default): continuation for the samples without regularisation (``alpha = 0`` or
-        ``regulariser=None``: exact fit, relative residual ~1e-6 on injective networks) and relaxed for the
-        others. Chosen on a validation split of outputs (``benchmarks/results/inversion_validation.md``):
-        of the candidates (relaxed / hard / continuation x PDHG / Adam) the relaxed PDHG form had the best
-        worst-case and mean PSNR margin over gradient inversion at noise >= 1% across the models.
+        ``"auto"`` (default): the active coupling, chosen on a validation split of outputs of five networks
+        (``benchmarks/results/inversion_validation.md``: of relaxed / active / continuation with the
+        inertial BCD, the largest worst-case PSNR margin over gradient inversion at noise >= 1 %). It fits
+        exact data of an injective one-layer network (``alpha = 0``) to a relative residual below 1e-4.
     init : "zeros" or Tensor
         Initial ``u``: zeros, or a given tensor (``input_shape`` or ``[B, *input_shape]``); projected onto
         the box.
@@ -443,49 +443,14 @@ def invert(
 def _invert_auto(
     ctx: _Context, u0: Tensor, lambdas, solver: str, lr: float, tv_eps: float, inertia: float
 ) -> InversionResult:
-    """``coupling="auto"``: continuation for the samples asking for an exact fit, relaxed for the others.
+    """``coupling="auto"``: the ``"active"`` coupling for every sample (chosen on a validation split).
 
-    A sample asks for an exact fit when it has no regulariser (``regulariser=None`` or ``alpha = 0``):
-    it is solved with ``"continuation"`` (relaxed for the first half of the budget, hard ``x_L = f`` for
-    the second), which fits exact data of an injective network to a relative residual of ~1e-6 where the
-    relaxed form stalls at ~1e-2 (saturated units). Samples with ``alpha > 0`` use the relaxed form, the
-    best single coupling under noise on the validation split (``benchmarks/results/inversion_validation.md``).
-    A batch that mixes both is solved as two independent sub-batches, so every sample gets the result it
-    would get alone.
+    Of the candidates relaxed / active / continuation (inertial BCD, PDHG), the active coupling had the
+    largest worst-case PSNR margin over gradient inversion at noise >= 1 % across the five models of
+    ``benchmarks/inversion.py`` (``benchmarks/results/inversion_validation.md``). It fits exact data of an
+    injective one-layer network (noise estimate 0: hard coupling on the active units), so it also serves
+    ``alpha = 0``.
     """
-    exact = torch.ones_like(ctx.alpha, dtype=torch.bool) if ctx.regulariser is None else ctx.alpha == 0
-    if bool(exact.all()) or not bool(exact.any()):
-        coupling = "continuation" if bool(exact.all()) else "relaxed"
-        res = _invert_lifted(ctx, u0, lambdas, coupling, solver, lr, tv_eps, inertia)
-        res.info["coupling_option"] = "auto"
-        return res
-    parts = []
-    for mask, coupling in ((exact, "continuation"), (~exact, "relaxed")):
-        sub = dataclasses.replace(ctx, f=ctx.f[mask], alpha=ctx.alpha[mask])
-        parts.append((mask, _invert_lifted(sub, u0[mask], lambdas, coupling, solver, lr, tv_eps, inertia)))
-    first = parts[1][1]  # history and settings: those of the relaxed sub-batch
-    B = ctx.f.shape[0]
-    u = torch.empty((B, *first.u.shape[1:]), device=first.u.device, dtype=first.u.dtype)
-    residual = torch.empty(B, device=first.residual.device, dtype=first.residual.dtype)
-    objective = torch.empty_like(residual)
-    for mask, r in parts:
-        u[mask], residual[mask], objective[mask] = r.u, r.residual, r.objective
-    info = dict(first.info)
-    info.update(
-        coupling="auto",
-        coupling_option="auto",
-        exact_fit_samples=exact.detach().cpu(),
-        sub_results={"continuation": parts[0][1], "relaxed": parts[1][1]},
-    )
-    info.pop("states", None)
-    return InversionResult(
-        u=u,
-        history=first.history,
-        iterations=max(r.iterations for _, r in parts),
-        time=sum(r.time for _, r in parts),
-        residual=residual,
-        objective=objective,
-        method="lifted",
-        converged=all(r.converged for _, r in parts),
-        info=info,
-    )
+    res = _invert_lifted(ctx, u0, lambdas, "active", solver, lr, tv_eps, inertia)
+    res.info["coupling_option"] = "auto"
+    return res
