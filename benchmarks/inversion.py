@@ -873,9 +873,17 @@ def main(argv=None) -> int:
             chosen[r["model"]] = {m: [row["alpha"] for row in d["rows"]] for m, d in r["methods"].items()}
             chosen[r["model"]].setdefault(DEFAULT_METHOD, chosen[r["model"]][winner])
         print(f"validation rule's choice: {winner} (alphas of {DEFAULT_METHOD})", flush=True)
+    missing = [m for m in models if args.alphas_from and m not in chosen]
+    if missing:  # never fall back to the oracle alpha on a split that should use the validation alphas
+        raise SystemExit(f"--alphas-from {args.alphas_from} has no validation run of {', '.join(missing)}")
     results = []
     for name in models:
         prob, spec = build_problem(name, args)
+        absent = [m for m in methods if chosen and m not in chosen[name]]
+        if absent:
+            raise SystemExit(
+                f"--alphas-from {args.alphas_from} has no alphas of {', '.join(absent)} for {name}"
+            )
         res = study(
             name,
             prob.model,
