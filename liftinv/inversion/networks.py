@@ -131,6 +131,28 @@ def cached_training(
 # ---------------------------------------------------------------------------------------------------------
 # natural-image patches
 # ---------------------------------------------------------------------------------------------------------
+def _train_adam(
+    model: nn.Module, data, loss: str, seed: int, epochs: int, lr: float, device, progress
+) -> None:
+    """Back-propagation with Adam, batches of 64, seeded; leaves the model on the CPU in eval mode."""
+    from liftinv.training import fit, seed_everything
+
+    seed_everything(seed)
+    fit(
+        model,
+        data,
+        method="backprop-adam",
+        loss=loss,
+        epochs=epochs,
+        lr=lr,
+        batch_size=64,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
+    model.cpu().eval()
+
+
 def natural_patches(
     split: str,
     size: int,
@@ -307,7 +329,6 @@ def natural_autoencoder(
         Trained, eval mode, frozen; ``.encoder`` carries ``input_shape``.
     """
     from liftinv.metrics import psnr
-    from liftinv.training import fit, seed_everything
 
     config = {
         "image_size": int(image_size),
@@ -328,20 +349,8 @@ def natural_autoencoder(
 
     def train(model: ConvAutoencoder) -> dict[str, Any]:
         X, source = natural_patches("train", image_size, n_train, images, seed=seed, augment=True)
-        seed_everything(seed)
         t0 = time.perf_counter()
-        fit(
-            model,
-            (X, X),
-            method="backprop-adam",
-            epochs=epochs,
-            lr=lr,
-            batch_size=64,
-            seed=seed,
-            device=device,
-            progress=progress,
-        )
-        model.cpu().eval()
+        _train_adam(model, (X, X), "mse", seed, epochs, lr, device, progress)
         V, _ = natural_patches("validation", image_size, 16, images)
         with torch.no_grad():
             val = float(psnr(model(V).clamp(0, 1), V).mean())
@@ -385,7 +394,6 @@ def resnet(
     """
     from liftinv.datasets import load_digits
     from liftinv.models import ConvResidualBlock
-    from liftinv.training import fit, seed_everything
 
     config = {
         "channels": int(channels),
@@ -415,21 +423,8 @@ def resnet(
         X, labels = load_digits(size=16)
         if not 0 < n_train < X.shape[0]:
             raise ValueError(f"n_train must be in (0, {X.shape[0]}), got {n_train}")
-        seed_everything(seed)
         t0 = time.perf_counter()
-        fit(
-            model,
-            (X[:n_train], labels[:n_train]),
-            method="backprop-adam",
-            loss="ce",
-            epochs=epochs,
-            lr=lr,
-            batch_size=64,
-            seed=seed,
-            device=device,
-            progress=progress,
-        )
-        model.cpu().eval()
+        _train_adam(model, (X[:n_train], labels[:n_train]), "ce", seed, epochs, lr, device, progress)
         with torch.no_grad():
             acc = float((model(X[n_train:]).argmax(1) == labels[n_train:]).float().mean())
         return {"train_time": time.perf_counter() - t0, "test_accuracy": acc}
