@@ -387,6 +387,21 @@ def resnet(
     ``load_digits(size=16)`` (Adam, batches of 64, seeded); ``train_info["test_accuracy"]`` is measured on the
     remaining digits.
 
+    Parameters
+    ----------
+    channels : int
+        Channels of every stage.
+    seed : int
+        Seed of the initialisation and the batch order.
+    epochs, lr, n_train : int, float, int
+        Training settings.
+    path : path, optional
+        Cache file or folder (:func:`cached_training`).
+    progress : bool
+        Show the training progress bar.
+    device : str or torch.device
+        Training device; the returned model is on the CPU.
+
     Returns
     -------
     nn.Sequential
@@ -438,6 +453,22 @@ def resnet_features(model: nn.Sequential, stage: str = "pool2") -> nn.Sequential
     Folding (eval mode, :func:`liftinv.inversion.recipes.fold_batchnorm`) makes every layer "affine map then
     proximal activation", so the result lifts. The default cut, after ``pool2``, maps a 1 x 16 x 16 digit to a
     ``c x 4 x 4`` feature map.
+
+    Parameters
+    ----------
+    model : nn.Sequential
+        A classifier from :func:`resnet`.
+    stage : str
+        The last stage kept (one of :data:`RESNET_STAGES`).
+
+    Returns
+    -------
+    nn.Sequential
+        A folded copy, eval mode, frozen, with ``input_shape = (1, 16, 16)``.
+
+    See Also
+    --------
+    liftinv.inversion.recipes.get_recipe : ``"resnet-features"`` builds and cuts it.
 
     Examples
     --------
