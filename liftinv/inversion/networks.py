@@ -72,57 +72,67 @@ def cached_training(
     config: dict[str, Any],
     stem: str,
     build: Callable[[], nn.Module],
-    train: Callable[[nn.Module], dict[str, Any]],
+    train: Callable[[], tuple[nn.Module, dict[str, Any]]],
+    is_cache: Callable[[Any], bool] | None = None,
 ) -> nn.Module:
-    """Load a trained network from its cache, or build, train and cache it.
+    """Load a trained network from its cache, or train and cache it.
 
     A cache file holds ``{"config": config, "state_dict": ..., "train_info": ...}`` (plain types and
     tensors, read with ``weights_only=True``). It is used when its ``config`` equals ``config``, replaced
-    atomically when it is a cache of the same ``stem`` with other settings, and any other existing file is
-    left untouched (``ValueError``), so a wrong path never destroys a file.
+    atomically when it is a cache of this kind with other settings, and any other existing file is left
+    untouched (``ValueError``), so a wrong path never destroys a file.
 
     Parameters
     ----------
     path : path or None
         Cache file, or a folder (then the file ``<stem>-<digest of config>.pt`` in it), or None (no cache).
     config : dict
-        Every setting that changes the weights (plain JSON types); ``config["recipe"]`` is set to ``stem``.
+        Every setting that changes the weights (plain JSON types).
     stem : str
-        Name of the network kind (file name stem, and the check that a file is this kind's cache).
+        Name of the network kind (file name stem and error messages).
     build : callable
-        ``build()`` returns the untrained network (the same architecture as the cached one).
+        ``build()`` returns the untrained architecture the cached weights are loaded into.
     train : callable
-        ``train(model)`` trains it in place and returns its ``train_info`` (plain types).
+        ``train()`` builds and trains the network and returns it with its ``train_info`` (plain types).
+    is_cache : callable, optional
+        Whether a loaded file is a cache of this kind. Default: its ``config["recipe"]`` equals ``stem``
+        (callers put ``"recipe": stem`` in ``config``).
 
     Returns
     -------
     nn.Module
         In eval mode, parameters frozen, with ``.train_info``.
     """
-    config = {**config, "recipe": stem}
+    if is_cache is None:
+
+        def is_cache(obj: Any) -> bool:
+            cfg = obj.get("config") if isinstance(obj, dict) else None
+            return (
+                isinstance(cfg, dict)
+                and cfg.get("recipe") == stem
+                and isinstance(obj.get("state_dict"), dict)
+            )
+
     if path is not None and Path(path).is_dir():
         digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
         path = Path(path) / f"{stem}-{digest}.pt"
     if path is not None and Path(path).exists():
         ck = load_torch_file(path, f"{stem} cache")
-        cfg = ck.get("config") if isinstance(ck, dict) else None
-        if not (
-            isinstance(cfg, dict) and cfg.get("recipe") == stem and isinstance(ck.get("state_dict"), dict)
-        ):
+        if not is_cache(ck):
+            article = "an" if stem[0] in "aeiou" else "a"
             raise ValueError(
-                f"{stem} cache {str(path)!r} exists and is not a {stem} cache; it is left untouched: give "
-                "another path"
+                f"{stem} cache {str(path)!r} exists and is not {article} {stem} cache; it is left untouched: "
+                "give another path"
             )
-        if cfg == config:
+        if ck.get("config") == config:
             model = build()
             model.load_state_dict(ck["state_dict"])
             model.train_info = ck.get("train_info", {})
             return model.eval().requires_grad_(False)
-    model = build()
-    info = train(model)
+    model, info = train()
     model = model.cpu().eval().requires_grad_(False)
     model.train_info = {**info, **config}
-    if path is not None:
+    if path is not None:  # a missing file or a cache of this kind with other settings (replaced atomically)
         payload = {"config": config, "state_dict": model.state_dict(), "train_info": model.train_info}
         save_torch_file(payload, path)
     return model
@@ -341,20 +351,22 @@ def natural_autoencoder(
         "epochs": int(epochs),
         "lr": float(lr),
         "version": 2,
+        "recipe": "natural-autoencoder",
     }
 
     def build() -> ConvAutoencoder:
         torch.manual_seed(int(seed))
         return ConvAutoencoder(image_size, channels, code, features)
 
-    def train(model: ConvAutoencoder) -> dict[str, Any]:
+    def train() -> tuple[ConvAutoencoder, dict[str, Any]]:
+        model = build()
         X, source = natural_patches("train", image_size, n_train, images, seed=seed, augment=True)
         t0 = time.perf_counter()
         _train_adam(model, (X, X), "mse", seed, epochs, lr, device, progress)
         V, _ = natural_patches("validation", image_size, 16, images)
         with torch.no_grad():
             val = float(psnr(model(V).clamp(0, 1), V).mean())
-        return {"train_time": time.perf_counter() - t0, "validation_psnr": val, "source": source}
+        return model, {"train_time": time.perf_counter() - t0, "validation_psnr": val, "source": source}
 
     model = cached_training(path, config, "natural-autoencoder", build, train)
     model.encoder.input_shape = (1, image_size, image_size)
@@ -417,6 +429,7 @@ def resnet(
         "lr": float(lr),
         "n_train": int(n_train),
         "version": 1,
+        "recipe": "resnet-digits",
     }
     c = int(channels)
 
@@ -434,7 +447,8 @@ def resnet(
             )
         )
 
-    def train(model: nn.Sequential) -> dict[str, Any]:
+    def train() -> tuple[nn.Sequential, dict[str, Any]]:
+        model = build()
         X, labels = load_digits(size=16)
         if not 0 < n_train < X.shape[0]:
             raise ValueError(f"n_train must be in (0, {X.shape[0]}), got {n_train}")
@@ -442,7 +456,7 @@ def resnet(
         _train_adam(model, (X[:n_train], labels[:n_train]), "ce", seed, epochs, lr, device, progress)
         with torch.no_grad():
             acc = float((model(X[n_train:]).argmax(1) == labels[n_train:]).float().mean())
-        return {"train_time": time.perf_counter() - t0, "test_accuracy": acc}
+        return model, {"train_time": time.perf_counter() - t0, "test_accuracy": acc}
 
     return cached_training(path, config, "resnet-digits", build, train)
 

@@ -33,13 +33,10 @@ suggested settings); :data:`RECIPES` lists the recipes by name. Test images come
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,8 +44,8 @@ from torch import Tensor, nn
 
 from liftinv.datasets import load_digits, random_phantoms
 from liftinv.datasets import shepp_logan as _shepp_logan
-from liftinv.files import load_torch_file, save_torch_file
 from liftinv.inversion.networks import (
+    cached_training,
     fold_batchnorm,
     natural_autoencoder,
     natural_patches,
@@ -238,49 +235,35 @@ def autoencoder(
         "n_train": int(n_train),
         "version": 1,
     }
-    if path is not None and Path(path).is_dir():  # a folder: one file per setting
-        digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-        path = Path(path) / f"autoencoder-{digest}.pt"
-    if path is not None and Path(path).exists():
-        ck = load_torch_file(path, "autoencoder cache")
-        if not is_autoencoder_cache(ck):
-            raise ValueError(
-                f"autoencoder cache {str(path)!r} exists and is not an autoencoder cache; it is left untouched: "
-                "give another path"
-            )
-        if ck.get("config") == config:
-            ae = Autoencoder(code, channels)
-            ae.load_state_dict(ck["state_dict"])
-            ae.train_info = ck.get("train_info", {})
-            ae.eval().requires_grad_(False)
-            return ae
-    X, _ = load_digits(size=16)
-    if not 0 < n_train < X.shape[0]:
-        raise ValueError(f"n_train must be in (0, {X.shape[0]}), got {n_train}")
-    seed_everything(seed)
-    ae = Autoencoder(code, channels)
-    t0 = time.perf_counter()
-    fit(
-        ae,
-        (X[:n_train], X[:n_train]),
-        method="backprop-adam",
-        epochs=epochs,
-        lr=lr,
-        batch_size=64,
-        seed=seed,
-        device=device,
-        progress=progress,
+
+    def train() -> tuple[Autoencoder, dict[str, Any]]:
+        X, _ = load_digits(size=16)
+        if not 0 < n_train < X.shape[0]:
+            raise ValueError(f"n_train must be in (0, {X.shape[0]}), got {n_train}")
+        seed_everything(seed)
+        ae = Autoencoder(code, channels)
+        t0 = time.perf_counter()
+        fit(
+            ae,
+            (X[:n_train], X[:n_train]),
+            method="backprop-adam",
+            epochs=epochs,
+            lr=lr,
+            batch_size=64,
+            seed=seed,
+            device=device,
+            progress=progress,
+        )
+        train_time = time.perf_counter() - t0
+        ae = ae.cpu().eval()
+        with torch.no_grad():
+            Xt = X[n_train:]
+            test_psnr = float(psnr(ae(Xt), Xt).mean())
+        return ae, {"test_psnr": test_psnr, "train_time": train_time}
+
+    return cached_training(
+        path, config, "autoencoder", lambda: Autoencoder(code, channels), train, is_autoencoder_cache
     )
-    train_time = time.perf_counter() - t0
-    ae = ae.cpu().eval().requires_grad_(False)
-    with torch.no_grad():
-        Xt = X[n_train:]
-        test_psnr = float(psnr(ae(Xt), Xt).mean())
-    ae.train_info = {"test_psnr": test_psnr, "train_time": train_time, **config}
-    if path is not None:  # a missing file or an autoencoder cache of other settings (replaced atomically)
-        payload = {"config": config, "state_dict": ae.state_dict(), "train_info": ae.train_info}
-        save_torch_file(payload, path)
-    return ae
 
 
 # ---------------------------------------------------------------------------------------------------------
