@@ -421,6 +421,22 @@ def timing_256(problem, alpha, iters, warmup=20):
     return rows
 
 
+def validation_alphas(path) -> dict[str, dict[str, list[float]]]:
+    """model -> method -> the alpha chosen per noise level on the validation split (a JSON of ``--json``).
+
+    :data:`DEFAULT_METHOD` (invert()'s defaults, not itself a validation candidate) gets the alphas of the
+    candidate that :func:`choose_default` picks on that split.
+    """
+    val = json.loads(Path(path).read_text())["results"]
+    winner, _ = choose_default(val)
+    print(f"validation rule's choice: {winner} (alphas of {DEFAULT_METHOD})", flush=True)
+    chosen = {}
+    for r in val:
+        chosen[r["model"]] = {m: [row["alpha"] for row in d["rows"]] for m, d in r["methods"].items()}
+        chosen[r["model"]].setdefault(DEFAULT_METHOD, chosen[r["model"]][winner])
+    return chosen
+
+
 def extras_main(args) -> int:
     """--extras: initialisation spread and the 256-output timing per model -> a JSON (``--json``).
 
@@ -432,13 +448,11 @@ def extras_main(args) -> int:
         )
     torch.set_num_threads(args.threads)
     iters = args.iters or 1000
-    chosen = {}
-    val = json.loads(Path(args.alphas_from).read_text())["results"]
-    winner, _ = choose_default(val)
-    for r in val:
-        at = NOISE_LEVELS.index(0.02)
-        chosen[r["model"]] = {m: d["rows"][at]["alpha"] for m, d in r["methods"].items()}
-        chosen[r["model"]].setdefault(DEFAULT_METHOD, chosen[r["model"]][winner])
+    at = NOISE_LEVELS.index(0.02)
+    chosen = {
+        model: {m: alphas[at] for m, alphas in per_method.items()}
+        for model, per_method in validation_alphas(args.alphas_from).items()
+    }
     data = {
         "meta": {
             "threads": args.threads,
@@ -865,14 +879,7 @@ def main(argv=None) -> int:
 
     methods = args.methods.split(",") if args.methods else list(METHODS)
     models = _check_models(args.models)
-    chosen = {}
-    if args.alphas_from:
-        val = json.loads(Path(args.alphas_from).read_text())["results"]
-        winner, _ = choose_default(val)  # the default's alphas: those of the candidate the rule picked
-        for r in val:
-            chosen[r["model"]] = {m: [row["alpha"] for row in d["rows"]] for m, d in r["methods"].items()}
-            chosen[r["model"]].setdefault(DEFAULT_METHOD, chosen[r["model"]][winner])
-        print(f"validation rule's choice: {winner} (alphas of {DEFAULT_METHOD})", flush=True)
+    chosen = validation_alphas(args.alphas_from) if args.alphas_from else {}
     missing = [m for m in models if args.alphas_from and m not in chosen]
     if missing:  # never fall back to the oracle alpha on a split that should use the validation alphas
         raise SystemExit(f"--alphas-from {args.alphas_from} has no validation run of {', '.join(missing)}")

@@ -163,8 +163,8 @@ def _invert_lifted(
     clipped = 0
     target = f
     # whether the last state ends fixed to the data (x_L = f), and from which iteration on: hard from the
-    # start, continuation from the second half of the budget, relaxed never ("auto" never gets here: the API
-    # splits its batch into a continuation and a relaxed sub-batch)
+    # start, continuation from the second half of the budget, relaxed and active never ("auto" never gets
+    # here: the API resolves it to "active")
     ends_hard = coupling in ("hard", "continuation")
     mask = None  # "active": entries of x_L fixed to f (the others relaxed)
     if ends_hard or coupling == "active":
@@ -227,7 +227,8 @@ def _invert_lifted(
             parts = _lifted_parts(net, states, target if hard_now else data_target)
         return _record(ctx, hist, it, t, states[0], parts["data"], penalty=parts["penalty"])
 
-    prev = [None] * (L + 1)
+    prev = [None] * (L + 1)  # the previous value of every block (heavy-ball term)
+    u_inertia = inertia if solver == "pdhg" else 0.0  # Adam carries its own momentum on the input
     hist = History(method="lifted")
     converged = False
     it = 0
@@ -246,10 +247,10 @@ def _invert_lifted(
         g = zs.input_gradient(0)
         with torch.no_grad():
             u_cur = states[0]
-            if inertia and solver == "pdhg" and prev[0] is not None:
-                u_cur = _clamp(u_cur + inertia * (states[0] - prev[0]), ctx.box)
+            if u_inertia and prev[0] is not None:
+                u_cur = _clamp(u_cur + u_inertia * (states[0] - prev[0]), ctx.box)
             un = stepper.step(u_cur, g)
-            prev[0] = _restarted(prev[0], states[0], un, inertia) if inertia else states[0]
+            prev[0] = _restarted(prev[0], states[0], un, u_inertia) if u_inertia else states[0]
             states[0] = un
             change = _rel_change([(states[l], before[l]) for l in range(L + 1)]) if ctx.tol > 0 else 1.0
         logged = it % ctx.log_every == 0 and it < ctx.max_iter

@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from liftinv.lifted.activations import Identity, from_module
-from liftinv.lifted.network import LiftedBlock, LiftedLayer
+from liftinv.lifted.network import LiftedBlock, LiftedLayer, LiftingError
 from liftinv.models.builders import activation_module
 
 __all__ = ["ResidualBlock", "ConvResidualBlock", "ProximalBlock"]
@@ -136,8 +136,6 @@ class ConvResidualBlock(LiftedBlock):
 
     def lifted_layers(self, offset: int) -> list[LiftedLayer]:
         """Hidden state ``h = sigma(W x + b)`` and output ``sigma(x + V h + c)``."""
-        from liftinv.lifted.network import LiftingError
-
         if any(isinstance(m, nn.BatchNorm2d) for m in self.modules()):
             raise LiftingError(
                 "ConvResidualBlock contains BatchNorm2d, which lift() cannot use while it is a separate layer: "
