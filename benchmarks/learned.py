@@ -36,6 +36,11 @@ Protocol (nothing is chosen on the test set, which is evaluated once per row at 
   other pilots' time is reported as ``lr search s``. ``--lr-grid 1`` (the --quick default) uses the a-priori
   base rates of :data:`BASE_LR` (never tuned on test data).
 * Epochs: the weights with the best validation PSNR (evaluated after every epoch) are the ones tested.
+* Step-size decay by rollback (``--patience N``; off for the rows by default, on for ``--long-ct`` with N =
+  40): when the validation PSNR has not improved for N epochs, or falls ``--rollback-db`` below the best,
+  a back-propagation run returns to its best-validation weights with a fresh Adam state and a step size
+  multiplied by ``--lr-decay`` (training ends when the step would fall below 1e-3 of the base rate). The
+  decision uses validation data only; the rollbacks are recorded in the row's JSON (``--long-ct``: its log).
 
 Columns: test PSNR / SSIM (mean over the test images; reconstructions clipped to [0, 1]; PSNR peak 1, SSIM
 from scikit-image, 7x7 window), Shepp-Logan PSNR (CT), learned parameters, training wall time, time per
@@ -62,6 +67,9 @@ Usage::
     .venv/bin/python benchmarks/learned.py --device cuda --full                       # paper scale
     .venv/bin/python benchmarks/learned.py --long-ct --budget-minutes 120 --threads 2 # resumable long run
     .venv/bin/python benchmarks/learned.py --long-ct --tv-only    # its TV figures (tv.json), beside a sitting
+    # a long deblurring row (backprop only, the validation-chosen rate of the 10-minute run, rollbacks):
+    .venv/bin/python benchmarks/learned.py --tasks deblur --row-minutes 40 --lr backprop-adam=1e-3
+        --lr-grid 1 --lifted '' --patience 20 --out-dir /tmp/deblur40                 # (one command line)
 
 Writes ``learned.md``, ``learned.json`` and ``learned.png`` into ``--out-dir`` (default benchmarks/results).
 """
@@ -70,6 +78,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -79,7 +88,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -637,6 +646,9 @@ class Ctx:
     lr_grid: tuple[float, ...]
     pilot: float
     progress_every: float = 15.0
+    patience: int | None = None  # None: a constant step size; else roll back on plateaus (_train_rolling)
+    rollback_db: float = 5.0
+    lr_decay: float = 0.3
 
 
 def _train_until(
@@ -649,10 +661,12 @@ def _train_until(
     ctx: Ctx,
     tracker,
     deadline: float | None = None,
+    stop: Callable | None = None,
 ):
     """Train epoch by epoch (``fit`` resumes its checkpoint) until ``seconds`` of training wall time,
     ``ctx.max_epochs`` or (``deadline``, a ``time.perf_counter()`` value) the end of the session's elapsed
-    time budget; returns ``(History or None, diverged message or None)``."""
+    time budget, or until ``stop(history)`` returns a reason; returns ``(History or None, why it stopped
+    early or None)`` (why: divergence, or ``stop``'s reason)."""
     from liftinv.metrics import History
     from liftinv.training import fit, load_checkpoint
 
@@ -689,6 +703,8 @@ def _train_until(
             return hist, f"diverged at epoch {epoch + 1} ({str(exc)[:80]})"
         epoch, wall = len(hist), float(hist.last["wall"])
         elapsed = time.perf_counter() - t0  # data, fit, validation
+        if stop is not None and (why := stop(hist)):
+            return hist, why
         if time.perf_counter() - last_print > ctx.progress_every or wall >= seconds:
             last_print = time.perf_counter()
             log(
@@ -696,6 +712,100 @@ def _train_until(
                 f" dB (best {tracker.best:.2f} @ {tracker.best_epoch})"
             )
     return hist, None
+
+
+#: rollbacks stop decaying the step size below this fraction of the base rate (training ends there)
+LR_FLOOR = 1e-3
+
+
+def _train_rolling(
+    model,
+    spec: RowSpec,
+    setup: Setup,
+    lr: float,
+    ckpt: Path,
+    seconds: float,
+    ctx: Ctx,
+    tracker: ValTracker,
+    rollbacks: list[dict],
+    save_rollbacks: Callable[[], None],
+    deadline: float | None = None,
+):
+    """:func:`_train_until` with rollbacks: when ``ctx.patience`` is set, a validation collapse or plateau
+    (:func:`_plateau_stop`) rewrites the checkpoint with the best-validation weights and a fresh Adam state
+    (:func:`_roll_back`), multiplies the step size by ``ctx.lr_decay`` and trains on. ``rollbacks`` (the
+    caller's persisted list, appended to and saved through ``save_rollbacks``) carries the schedule across
+    resumed sessions: the step size is ``lr`` times every earlier rollback's factor. Returns ``(History or
+    None, why training stopped early or None)``."""
+    while True:
+        lr_now = lr * math.prod(r["lr_factor"] for r in rollbacks)
+        since = rollbacks[-1]["epoch"] if rollbacks else 0
+        stop = (
+            functools.partial(_plateau_stop, tracker=tracker, since=since, ctx=ctx) if ctx.patience else None
+        )
+        hist = _checkpoint_history(ckpt) if ckpt.is_file() else None
+        why = stop(hist) if stop is not None else None
+        if why is None:
+            hist, why = _train_until(model, spec, setup, lr_now, ckpt, seconds, ctx, tracker, deadline, stop)
+        if why is None or stop is None or not ckpt.is_file() or tracker.best_epoch == 0:
+            return hist, why
+        if lr_now * ctx.lr_decay < LR_FLOOR * lr:
+            return (
+                hist,
+                f"{why}; the step size is at its floor ({LR_FLOOR:g} x the base rate): training ended",
+            )
+        epoch = _roll_back(ckpt, tracker.best_path, spec.make)
+        rollbacks.append(
+            {"epoch": epoch, "to_best_epoch": tracker.best_epoch, "reason": why, "lr_factor": ctx.lr_decay}
+        )
+        save_rollbacks()
+        log(
+            f"    {why}: rolled back to the best weights (epoch {tracker.best_epoch}, val {tracker.best:.2f} dB)"
+            f", fresh Adam state, step size {lr_now:g} -> {lr_now * ctx.lr_decay:g}"
+        )
+        if deadline is not None and time.perf_counter() > deadline:
+            return _checkpoint_history(ckpt), None
+
+
+def _checkpoint_history(ckpt: Path):
+    from liftinv.metrics import History
+    from liftinv.training import load_checkpoint
+
+    return History.from_dict(load_checkpoint(ckpt)["history"])
+
+
+def _plateau_stop(hist, *, tracker: ValTracker, since: int, ctx: Ctx) -> str | None:
+    """Why training should roll back now, or None: the last validation PSNR is more than ``ctx.rollback_db``
+    below the best (Adam at a constant step size can blow up: the long CT run did at epoch ~430 of its
+    first 531), or no better validation PSNR came for ``ctx.patience`` epochs since the best or the last
+    rollback (a plateau: the step size is too large to go lower)."""
+    if hist is None or not len(hist):
+        return None
+    epoch, val = len(hist), float(hist.last["test_custom"])
+    if epoch <= since:  # the checkpoint right after a rollback still ends with the epoch that caused it
+        return None
+    if val < tracker.best - ctx.rollback_db:
+        return f"validation collapsed at epoch {epoch} ({val:.2f} dB, best {tracker.best:.2f} dB)"
+    if epoch - max(tracker.best_epoch, since) >= ctx.patience:
+        return f"no better validation PSNR for {ctx.patience} epochs (epoch {epoch})"
+    return None
+
+
+def _roll_back(ckpt: Path, best_path: Path, make: Callable[[], nn.Module]) -> int:
+    """Rewrite a back-propagation checkpoint with the best-validation weights and a fresh Adam state (its
+    moments belong to the collapsed or plateaued weights), keeping its epoch count and history; returns
+    that epoch."""
+    from liftinv.training import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(ckpt)
+    if ck.get("method") != "backprop-adam":
+        raise ValueError(f"rollbacks are implemented for backprop-adam checkpoints, not {ck.get('method')!r}")
+    model = make()
+    model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["state"])
+    fresh = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=1e-3)
+    ck["model"], ck["trainer"] = model.state_dict(), {"optimizer": fresh.state_dict()}
+    save_checkpoint(ckpt, ck)
+    return int(ck["epoch"])
 
 
 def _steps_per_epoch(spec: RowSpec, setup: Setup) -> int:
@@ -740,8 +850,22 @@ def train_row(spec: RowSpec, setup: Setup, ctx: Ctx) -> tuple[nn.Module, dict]:
         best_path = paths[chosen].with_suffix(".best.pt")
         tracker = ValTracker(setup.val, best_path)
         init_psnr = tracker.psnr(model.to(ctx.device))
-        hist, diverged = _train_until(
-            model, spec, setup, chosen, paths[chosen], ctx.row_seconds, ctx, tracker
+        # rollbacks with step-size decay (--patience) for the back-propagation rows only: _roll_back
+        # rewrites an Adam checkpoint; their record sits beside the checkpoint so a resumed row keeps it
+        rb_path = paths[chosen].with_suffix(".rollbacks.json")
+        rollbacks = json.loads(rb_path.read_text()) if rb_path.is_file() else []
+        row_ctx = ctx if spec.method == "backprop-adam" else replace(ctx, patience=None)
+        hist, diverged = _train_rolling(
+            model,
+            spec,
+            setup,
+            chosen,
+            paths[chosen],
+            ctx.row_seconds,
+            row_ctx,
+            tracker,
+            rollbacks,
+            lambda: rb_path.write_text(json.dumps(rollbacks)),
         )
     mem = pm.value
     spe = _steps_per_epoch(spec, setup)
@@ -777,8 +901,10 @@ def train_row(spec: RowSpec, setup: Setup, ctx: Ctx) -> tuple[nn.Module, dict]:
         "pool": spec.pool,
         "best_file": best_path.name,
         "options": {k: v for k, v in spec.options.items()},
+        "rollbacks": rollbacks or None,
     }
     done.write_text(json.dumps(info, indent=1))
+    rb_path.unlink(missing_ok=True)
     for lr, path in paths.items():  # fit's checkpoints (BCD: with every sample's states) are no longer needed
         path.unlink(missing_ok=True)
         if lr != chosen:
@@ -999,6 +1125,8 @@ def _ctx(args, task: str, cfg: dict, device) -> Ctx:
         "images": [args.images, args.test_images, args.restore_test_images],
         "device": str(device),
     }
+    if args.patience is not None:  # only then, so the folders of runs without rollbacks keep their names
+        key["rollbacks"] = [args.patience, args.rollback_db, args.lr_decay]
     d = Path(args.checkpoint_dir) / f"{task}-{mode}-{_digest(key)}"
     d.mkdir(parents=True, exist_ok=True)
     if args.fresh:
@@ -1008,7 +1136,17 @@ def _ctx(args, task: str, cfg: dict, device) -> Ctx:
     (d / "config.json").write_text(json.dumps(key, indent=1, default=str))
     log(f"  checkpoints: {d}")
     return Ctx(
-        device, args.seed, d, cfg["row_minutes"] * 60, args.max_epochs, grid, args.pilot or PILOT[mode]
+        device,
+        args.seed,
+        d,
+        cfg["row_minutes"] * 60,
+        args.max_epochs,
+        grid,
+        args.pilot or PILOT[mode],
+        args.progress_every,
+        args.patience,
+        args.rollback_db,
+        args.lr_decay,
     )
 
 
@@ -1260,15 +1398,41 @@ def long_ct(args, device) -> int:
 
         ck = load_checkpoint(ckpt)
         before = {"epoch": int(ck["epoch"]), "seconds": float(History.from_dict(ck["history"]).last["wall"])}
-    ctx = Ctx(device, args.seed, d, math.inf, 10**9, (1.0,), 0.0, args.progress_every)
+    ctx = Ctx(
+        device,
+        args.seed,
+        d,
+        math.inf,
+        10**9,
+        (1.0,),
+        0.0,
+        args.progress_every,
+        args.patience or 40,
+        args.rollback_db,
+        args.lr_decay,
+    )
     log(
         f"long CT run: {cfg['size']}x{cfg['size']}, LPD K = {cfg['lpd']['iterations']}, width "
-        f"{cfg['lpd']['width']}, batch {cfg['batch']}, lr {lr:g}; {before['seconds'] / 60:.1f} min trained so "
+        f"{cfg['lpd']['width']}, batch {cfg['batch']}, lr {lr:g} (rollbacks so far: "
+        f"{len(record.get('rollbacks', []))}); {before['seconds'] / 60:.1f} min trained so "
         f"far; this session trains for {args.budget_minutes:g} min of elapsed time (checkpoint {ckpt})"
     )
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     deadline = session_start + args.budget_minutes * 60
-    hist, diverged = _train_until(model, spec, setup, lr, ckpt, math.inf, ctx, tracker, deadline=deadline)
+    record.setdefault("rollbacks", [])
+    hist, diverged = _train_rolling(
+        model,
+        spec,
+        setup,
+        lr,
+        ckpt,
+        math.inf,
+        ctx,
+        tracker,
+        record["rollbacks"],
+        lambda: log_path.write_text(json.dumps(record, indent=1)),
+        deadline,
+    )
     spe = cfg["steps_per_epoch"]
     if hist is not None:
         record["curve"] = [
@@ -1361,6 +1525,16 @@ def _long_ct_figure(record: dict, tv: dict, path: Path) -> None:
     ax.plot(
         [c["seconds"] / 3600 for c in curve], [c["val_psnr"] for c in curve], label="LPD, backprop (Adam)"
     )
+    seconds = {c["epoch"]: c["seconds"] for c in record.get("curve", [])}
+    for i, r in enumerate(record.get("rollbacks", [])):
+        if r["epoch"] in seconds:
+            ax.axvline(
+                seconds[r["epoch"]] / 3600,
+                color="tab:red",
+                lw=0.8,
+                alpha=0.6,
+                label=f"rollback, step x {r['lr_factor']:g}" if i == 0 else None,
+            )
     ax.axhline(tv["info"]["val_psnr"], color="k", ls="--", label="TV (alpha tuned)")
     ax.axhline(tv["info"]["val_psnr"] + 3, color="gray", ls=":", label="TV + 3 dB")
     cfg = record["config"]["cfg"]
@@ -1451,6 +1625,20 @@ def parse_args(argv):
     p.add_argument("--lpd-iterations", type=int, default=None, help="--long-ct: LPD iterations (default 10)")
     p.add_argument("--lpd-width", type=int, default=None, help="--long-ct: LPD channels (default 32)")
     p.add_argument("--batch", type=int, default=None, help="--long-ct: batch size (default 4)")
+    p.add_argument(
+        "--rollback-db",
+        type=float,
+        default=5.0,
+        help="with --patience / --long-ct: also roll back when validation falls this far below the best",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="roll back to the best weights and decay the step size after this many epochs without a better "
+        "validation PSNR (back-propagation rows and --long-ct; default: --long-ct 40, rows never)",
+    )
+    p.add_argument("--lr-decay", type=float, default=0.3, help="step-size factor applied at every rollback")
     p.add_argument("--progress-every", type=float, default=15.0, help="seconds between progress lines")
     p.add_argument("--no-figure", action="store_true")
     args = p.parse_args(argv)
@@ -1463,6 +1651,10 @@ def parse_args(argv):
     bad = [t for t in args.tasks if t not in TASKS]
     if bad:
         p.error(f"unknown task(s) {', '.join(bad)}; choose from {', '.join(TASKS)}")
+    if not 0 < args.lr_decay <= 1:
+        p.error(f"--lr-decay must be in (0, 1], got {args.lr_decay}")
+    if (args.patience is not None and args.patience < 1) or args.rollback_db <= 0:
+        p.error(f"--patience must be >= 1 and --rollback-db > 0, got {args.patience} and {args.rollback_db}")
     return args
 
 
