@@ -276,7 +276,9 @@ def provenance() -> str:
     head = git("rev-parse", "--short", "HEAD").strip() or "unknown commit"
     dirty = [
         line[3:]
-        for line in git("status", "--porcelain", "--", "liftinv", "operators", "datasets").splitlines()
+        for line in git(
+            "status", "--porcelain", "--", "liftinv", "operators", "datasets", "benchmarks/*.py"
+        ).splitlines()
     ]
     return head + (f" with uncommitted changes in {', '.join(dirty)}" if dirty else "")
 
@@ -1312,6 +1314,21 @@ def markdown(results: list[dict], args, device, seconds: float, fig_path: Path |
             if len(grid) == 1
             else f"among base x {{{', '.join(f'{m:.3g}' for m in grid)}}} (`BASE_LR`) by pilot runs of "
             f"{pilot:.0%} of the budget on validation data (the chosen pilot continues). "
+        )
+        + (
+            "Base rates set on the command line (`--lr`): "
+            + ", ".join(f"{k} {v:g}" for k, v in args.lr.items())
+            + ". "
+            if args.lr
+            else ""
+        )
+        + (
+            f"Step-size decay by rollback (`--patience {args.patience}`, back-propagation rows): after "
+            f"{args.patience} epochs without a better validation PSNR (or a fall of {args.rollback_db:g} dB "
+            f"below the best) the row returns to its best weights with a fresh Adam state and the step size "
+            f"times {args.lr_decay:g}; the rollbacks are listed in the JSON. "
+            if args.patience
+            else ""
         )
         + "Every trained row gets the same training wall-time budget (fit's per-epoch wall time, validation "
         "excluded); an epoch is one chunk of fresh training samples (BCD: one pass over its fixed pool). "
