@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import tempfile
 
 import pytest
@@ -42,3 +44,23 @@ def device(request):
 
 def requires_cuda(reason: str = "needs a CUDA device; none is available on this machine"):
     return pytest.mark.skipif(not torch.cuda.is_available(), reason=reason)
+
+
+def _load_script(name: str, path):
+    """Import the script at ``path`` as module ``name`` (registered in ``sys.modules`` while it runs, because
+    dataclasses look their module up while the class is built; removed again if the import fails)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script(name, path)``: import a script that is not part of the package (benchmarks, tasks.py)."""
+    return _load_script

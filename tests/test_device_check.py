@@ -6,7 +6,6 @@ bundle's logic is tested without downloading anything.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -24,26 +23,14 @@ DRIVER = ROOT / "benchmarks" / "device_check.py"
 STEPS = ["cuda_tests", "inversion", "reconstruction", "training", "gpu_info"]
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module
+@pytest.fixture(scope="module")
+def tasks(load_script):
+    return load_script("liftinv_tasks_under_test", ROOT / "tasks.py")
 
 
 @pytest.fixture(scope="module")
-def tasks():
-    return _load("liftinv_tasks_under_test", ROOT / "tasks.py")
-
-
-@pytest.fixture(scope="module")
-def driver():
-    return _load("liftinv_device_check_under_test", DRIVER)
+def driver(load_script):
+    return load_script("liftinv_device_check_under_test", DRIVER)
 
 
 def _smoke(out: Path, *extra: str) -> dict:

@@ -3,10 +3,8 @@ its best-validation weights with a fresh Adam state and a decayed step size, and
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,17 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def learned():
-    name = "liftinv_bench_learned"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "learned.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module
+def learned(load_script):
+    return load_script("liftinv_bench_learned", ROOT / "benchmarks" / "learned.py")
 
 
 def _make():
