@@ -745,7 +745,9 @@ def _train_rolling(
         stop = (
             functools.partial(_plateau_stop, tracker=tracker, since=since, ctx=ctx) if ctx.patience else None
         )
-        hist = _checkpoint_history(ckpt) if ckpt.is_file() else None
+        # a resumed run may end on a collapse or plateau already (the checkpoint is read only when rolling:
+        # a BCD row's holds every sample's states, and _train_until reads it anyway)
+        hist = _checkpoint_history(ckpt) if stop is not None and ckpt.is_file() else None
         why = stop(hist) if stop is not None else None
         if why is None:
             hist, why = _train_until(model, spec, setup, lr_now, ckpt, seconds, ctx, tracker, deadline, stop)
@@ -764,9 +766,7 @@ def _train_rolling(
         log(
             f"    {why}: rolled back to the best weights (epoch {tracker.best_epoch}, val {tracker.best:.2f} dB)"
             f", fresh Adam state, step size {lr_now:g} -> {lr_now * ctx.lr_decay:g}"
-        )
-        if deadline is not None and time.perf_counter() > deadline:
-            return _checkpoint_history(ckpt), None
+        )  # past the deadline or the budget, the next _train_until returns at once
 
 
 def _checkpoint_history(ckpt: Path):
@@ -1145,10 +1145,10 @@ def _ctx(args, task: str, cfg: dict, device) -> Ctx:
         args.max_epochs,
         grid,
         args.pilot or PILOT[mode],
-        args.progress_every,
-        args.patience,
-        args.rollback_db,
-        args.lr_decay,
+        progress_every=args.progress_every,
+        patience=args.patience,
+        rollback_db=args.rollback_db,
+        lr_decay=args.lr_decay,
     )
 
 
@@ -1409,12 +1409,9 @@ def long_ct(args, device) -> int:
     if "init_val_psnr" not in record:
         record["init_val_psnr"] = tracker.psnr(model)
     before = {"epoch": 0, "seconds": 0.0}
-    if ckpt.is_file():  # the checkpoint, not the log, says how far training got
-        from liftinv.metrics import History
-        from liftinv.training import load_checkpoint
-
-        ck = load_checkpoint(ckpt)
-        before = {"epoch": int(ck["epoch"]), "seconds": float(History.from_dict(ck["history"]).last["wall"])}
+    if ckpt.is_file():  # the checkpoint, not the log, says how far training got (one history row per epoch)
+        done = _checkpoint_history(ckpt)
+        before = {"epoch": len(done), "seconds": float(done.last["wall"])}
     ctx = Ctx(
         device,
         args.seed,
@@ -1423,10 +1420,10 @@ def long_ct(args, device) -> int:
         10**9,
         (1.0,),
         0.0,
-        args.progress_every,
-        args.patience or 40,
-        args.rollback_db,
-        args.lr_decay,
+        progress_every=args.progress_every,
+        patience=args.patience or 40,
+        rollback_db=args.rollback_db,
+        lr_decay=args.lr_decay,
     )
     log(
         f"long CT run: {cfg['size']}x{cfg['size']}, LPD K = {cfg['lpd']['iterations']}, width "

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from liftinv.datasets import load_digits, random_phantoms
 from liftinv.datasets import shepp_logan as _shepp_logan
 from liftinv.inversion.networks import (
+    _train_adam,
     cached_training,
     fold_batchnorm,
     natural_autoencoder,
@@ -224,7 +225,7 @@ def autoencoder(
         Trained, in eval mode, parameters frozen; ``.encoder`` and ``.decoder`` carry ``input_shape`` and
         ``.train_info`` holds ``{"test_psnr", "train_time", "epochs", ...}``.
     """
-    from liftinv.training import fit, seed_everything
+    from liftinv.training import seed_everything
 
     config = {
         "seed": int(seed),
@@ -243,19 +244,8 @@ def autoencoder(
         seed_everything(seed)
         ae = Autoencoder(code, channels)
         t0 = time.perf_counter()
-        fit(
-            ae,
-            (X[:n_train], X[:n_train]),
-            method="backprop-adam",
-            epochs=epochs,
-            lr=lr,
-            batch_size=64,
-            seed=seed,
-            device=device,
-            progress=progress,
-        )
+        _train_adam(ae, (X[:n_train], X[:n_train]), "mse", seed, epochs, lr, device, progress)
         train_time = time.perf_counter() - t0
-        ae = ae.cpu().eval()
         with torch.no_grad():
             Xt = X[n_train:]
             test_psnr = float(psnr(ae(Xt), Xt).mean())
