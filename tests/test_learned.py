@@ -18,7 +18,10 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 SMALL = {
     "lpd": {"iterations": 2, "primal_channels": 2, "dual_channels": 3, "width": 4},
     "proxgrad-cnn": {"iterations": 2, "depth": 3, "width": 4},
+    # the prox-grad CNN with proximal data steps (half-quadratic splitting): a test-only name
+    "proxgrad-prox": {"iterations": 2, "depth": 3, "width": 4, "data_step": "prox"},
 }
+ARCHS = ["lpd", "proxgrad-cnn", "proxgrad-prox"]
 OPERATORS = [("tomography", {"angles": 6}), ("blur", {"sigma": 1.0}), ("inpainting", {}), ("denoising", {})]
 
 
@@ -26,9 +29,14 @@ def _psnr(x, ref):
     return float(psnr(x.clamp(0, 1), ref).mean())
 
 
+def _build(arch, op, **kw):
+    """``build_model`` that also knows the test-only name ``proxgrad-prox``."""
+    return build_model("proxgrad-cnn" if arch == "proxgrad-prox" else arch, op, **kw)
+
+
 def _net(arch, name="blur", kw=None, size=10, init="adjoint", perturb=0.0, seed=0, **extra):
     op = make_operator(name, size, **(kw if kw is not None else dict(OPERATORS)[name]))
-    net = build_model(arch, op, init=init, **{**SMALL[arch], **extra}).double()
+    net = _build(arch, op, init=init, **{**SMALL[arch], **extra}).double()
     if perturb:
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -46,7 +54,7 @@ def _data(op, n, size, generator, noise=0.05):
 # ---------------------------------------------------------------------------------------------------------
 # lifted form
 # ---------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", ["lpd", "proxgrad-cnn"])
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("name,kw", [OPERATORS[0], OPERATORS[1]])
 @pytest.mark.parametrize("init", ["zero", "fbp"])
 def test_forward_states_zero_penalty_and_objective_equals_nested_loss(arch, name, kw, init, generator):
@@ -71,7 +79,7 @@ def test_forward_states_zero_penalty_and_objective_equals_nested_loss(arch, name
     assert nested == pytest.approx(0.5 * float((out - x).pow(2).flatten(1).sum(1).mean().detach()), rel=1e-9)
 
 
-@pytest.mark.parametrize("arch", ["lpd", "proxgrad-cnn"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_every_layer_is_a_proximal_map_of_an_affine_preactivation(arch, generator):
     net, op = _net(arch, perturb=0.3)
     lifted = lift(net, last="free")
@@ -118,7 +126,31 @@ def test_lifted_structure_of_learned_primal_dual():
     assert [la.inputs for la in pg.lifted_layers(0)] == [(0,), (1,), (0, 2), (3, 0), (4,), (3, 5, 0)]
 
 
-@pytest.mark.parametrize("arch", ["lpd", "proxgrad-cnn"])
+@pytest.mark.parametrize("name", ["blur", "inpainting", "denoising", "tomography"])
+def test_proximal_data_step_solves_its_problem_and_differs_from_a_gradient_step_only_for_blur(
+    name, generator
+):
+    """z = argmin tau/2 ||A_n z - y_n||^2 + 1/2 ||z - x||^2: its optimality condition
+    tau A_n^T (A_n z - y_n) + z - x = 0 holds (closed forms; conjugate gradients for tomography), the step size
+    gets a gradient, and for denoising / inpainting the step is a gradient step with tau / (1 + tau)."""
+    net, op = _net("proxgrad-prox", name, size=10, perturb=0.1)
+    y, _ = _data(op, 2, 10, generator)
+    x = torch.rand(2, 1, 10, 10, generator=generator, dtype=torch.float64)
+    z = net._data_step(1, x, y)
+    tau = float(net.steps[1].detach())
+    s = net.op_scale  # A_n = s A, y_n = s y
+    residual = tau * net._At(net._A(z) - y * s) + z - x
+    tol = 1e-4 if name == "tomography" else 1e-10  # conjugate gradients to relative residual 1e-6
+    assert float(residual.detach().abs().max()) < tol * max(1.0, float(x.abs().max()))
+    (g,) = torch.autograd.grad(z.square().sum(), net.steps[1])
+    assert torch.isfinite(g) and float(g.abs()) > 0
+    grad_net, _ = _net("proxgrad-cnn", name, size=10, step=tau / (1 + tau))
+    gradient_step = grad_net._data_step(1, x, y)
+    same = torch.allclose(z, gradient_step, atol=1e-10)
+    assert same == (name in ("inpainting", "denoising")), name
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_state_gradient_matches_autograd_and_state_lipschitz_bounds_the_state_maps(arch, generator):
     net, op = _net(arch, size=6, perturb=0.2)
     lifted = lift(net)
@@ -162,7 +194,7 @@ def test_state_gradient_matches_autograd_and_state_lipschitz_bounds_the_state_ma
 # ---------------------------------------------------------------------------------------------------------
 # any image size; tomography geometry
 # ---------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", ["lpd", "proxgrad-cnn"])
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("name", ["blur", "inpainting", "denoising"])
 def test_model_built_at_32_reconstructs_48_and_97(arch, name, generator):
     net, _ = _net(arch, name, size=32, perturb=0.05)
@@ -211,7 +243,7 @@ def test_tomography_model_refuses_another_geometry(generator):
 # ---------------------------------------------------------------------------------------------------------
 # training, save / load, devices, arguments
 # ---------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", ["lpd", "proxgrad-cnn"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_short_lifted_training_improves_psnr(arch, generator):
     op = make_operator("denoising", 16)
     x, xt = ellipse_set(32, 16, seed=5), ellipse_set(8, 16, seed=6)
@@ -220,7 +252,7 @@ def test_short_lifted_training_improves_psnr(arch, generator):
     kw = {**SMALL[arch], "width": 8}
     if arch == "lpd":
         kw["init"] = "adjoint"
-    net = build_model(arch, op, **kw)
+    net = _build(arch, op, **kw)
     before = _psnr(net.reconstruct(yt), xt)
     history = liftinv.fit(
         net, (y, x), method="bregman-isgm", epochs=3, batch_size=16, lr=1e-2, progress=False
@@ -297,6 +329,8 @@ def test_bad_arguments_are_reported():
         UnrolledProxGradCNN(op, kernel_size=4)
     with pytest.raises(ValueError, match="activation"):
         UnrolledProxGradCNN(op, activation="gelu")
+    with pytest.raises(ValueError, match="data_step must be one of 'gradient', 'prox', got 'newton'"):
+        UnrolledProxGradCNN(op, data_step="newton")
     with pytest.raises(ValueError, match="primal_channels"):
         LearnedPrimalDual(op, primal_channels=0)
     net = LearnedPrimalDual(op, iterations=1, width=4)
@@ -362,7 +396,7 @@ def _random_lambdas(arch, generator):
     return [float(v) for v in 10 ** (2 * u - 1)]
 
 
-@pytest.mark.parametrize("arch", ["lpd", "proxgrad-cnn"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_state_steps_use_every_reader_and_never_increase_the_objective_for_any_lambdas(arch, generator):
     """The state step of state l is ``1 / sum_m lambda_m ||K_{m,l}||^2`` over the layers m reading it (LPD's
     d and p are read by 3 layers, the prox-grad CNN's iterates by 2), so a sweep is a descent step for any
@@ -401,7 +435,7 @@ def test_state_steps_use_every_reader_and_never_increase_the_objective_for_any_l
     assert values[-1] < values[0]
 
 
-@pytest.mark.parametrize("arch", ["lpd", "proxgrad-cnn"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_weight_gradient_through_the_preactivations_is_the_objective_gradient(arch, generator):
     tr, y, x = _trainer(arch, 0.7, generator, weight_point="final")
     assert tr._through_z  # no learnable activation: the gradient is one vector-Jacobian product

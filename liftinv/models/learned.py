@@ -33,7 +33,10 @@ from liftinv.models.learned_base import (
     _partial_conv,
 )
 
-__all__ = ["LearnedPrimalDual", "UnrolledProxGradCNN", "LEARNED_ARCHITECTURES", "LEARNED_INITS"]
+__all__ = ["LearnedPrimalDual", "UnrolledProxGradCNN", "LEARNED_ARCHITECTURES", "LEARNED_INITS", "DATA_STEPS"]
+
+#: data steps of :class:`UnrolledProxGradCNN`: a gradient step on the data term, or its proximal map
+DATA_STEPS = ("gradient", "prox")
 
 
 class _Layer(nn.Module):
@@ -283,7 +286,7 @@ class LearnedPrimalDual(_LearnedUnrolled):
 
 # -- proximal gradient with a residual CNN as proximal step
 class _GradIn(_Layer):
-    """``conv1_k(z_k)``, ``z_k = x_k - tau_k A_n^T(A_n x_k - y_n)``: inputs ``(y,)`` at k = 0, else ``(x_k, y)``."""
+    """``conv1_k(z_k)``, ``z_k`` the data step from ``x_k``: inputs ``(y,)`` at k = 0, else ``(x_k, y)``."""
 
     def __init__(self, net, k):
         super().__init__(net, k)
@@ -292,7 +295,7 @@ class _GradIn(_Layer):
 
     def forward(self, *xs: Tensor) -> Tensor:
         x, y = (None, xs[0]) if self.k == 0 else xs
-        return self.conv(self.net._gradient_step(self.k, x, y))
+        return self.conv(self.net._data_step(self.k, x, y))
 
 
 class _GradOut(_Layer):
@@ -305,7 +308,7 @@ class _GradOut(_Layer):
 
     def forward(self, *xs: Tensor) -> Tensor:
         x, h, y = (None, xs[1], xs[0]) if self.k == 0 else xs
-        return self.net._gradient_step(self.k, x, y) + self.conv(h)
+        return self.net._data_step(self.k, x, y) + self.conv(h)
 
 
 class UnrolledProxGradCNN(_LearnedUnrolled):
@@ -316,7 +319,15 @@ class UnrolledProxGradCNN(_LearnedUnrolled):
         z_k     = x_k - tau_k A_n^T (A_n x_k - y_n)        (a gradient step on 1/2||A_n x - y_n||^2)
         x_{k+1} = z_k + CNN_k(z_k)
 
-    output ``x_K``; ``tau_k`` learned per iteration (``step = 1``: ``1/||A||^2`` for ``A``). ``CNN_k`` is
+    output ``x_K``; ``tau_k`` learned per iteration (``step = 1``: ``1/||A||^2`` for ``A``). With
+    ``data_step="prox"`` the data step is the proximal map of that term instead (half-quadratic splitting, as
+    in DPIR / USRNet)::
+
+        z_k     = argmin_z tau_k/2 ||A_n z - y_n||^2 + 1/2 ||z - x_k||^2
+                = (tau_k A_n^T A_n + I)^{-1} (x_k + tau_k A_n^T y_n)
+
+    which resolves in one step the frequencies that a gradient step on an ill-conditioned ``A`` barely moves
+    (blur). For denoising and inpainting both steps span the same maps (``tau -> tau / (1 + tau)``). ``CNN_k`` is
     ``conv(C->width) - sigma - [conv(width->width) - sigma] x (depth-2) - conv(width->C)``, ``sigma`` leaky
     ReLU (fixed slope) or ReLU, no batch norm (not a fixed affine map); per iteration or ``shared``.
 
@@ -327,8 +338,10 @@ class UnrolledProxGradCNN(_LearnedUnrolled):
         h_j     = sigma(conv_j(h_{j-1}))                            inputs (h_{j-1},)
         x_{k+1} = x_k - tau_k A_n^T(A_n x_k - y_n) + conv_D(h_{D-1})  (identity)  inputs (x_k, h_{D-1}, y)
 
-    The gradient step is linear in ``(x_k, y)``: a term of the first conv's and of the residual output
-    layer's affine maps (``x_0(y)`` is folded into iteration 1: inputs ``(y,)`` and ``(y, h_{D-1})``).
+    The data step (gradient or proximal) is linear in ``(x_k, y)``: a term of the first conv's and of the
+    residual output layer's affine maps (``x_0(y)`` is folded into iteration 1: inputs ``(y,)`` and
+    ``(y, h_{D-1})``); it depends on ``tau_k`` nonlinearly for ``"prox"``, which the lifted trainers allow
+    (``affine_in_params=False``).
 
     Parameters
     ----------
@@ -344,6 +357,11 @@ class UnrolledProxGradCNN(_LearnedUnrolled):
         One CNN for every iteration.
     step : float, default 1.0
         Initial ``tau_k ||A||^2`` (1: the step ``1/||A||^2``).
+    data_step : {"gradient", "prox"}, default "gradient"
+        The data step of every iteration (see above). ``"prox"`` uses the operator's ``prox_l2``: closed
+        forms for circular blur (one FFT pair), inpainting and denoising; conjugate gradients, differentiated
+        through, for other operators (slow). Choice for deblurring in ``benchmarks/learned.py``: by
+        validation PSNR (see there).
     init : {"zero", "adjoint", "fbp", "tikhonov", "smooth"}, default "adjoint"
         ``x_0``: 0, ``A^T y / ||A||^2``, ``A^dagger y`` (FBP for tomography),
         ``(A^T A + a I)^{-1} A^T y`` or ``(A^T A + a grad^T grad)^{-1} A^T y`` (harmonic interpolation of the
@@ -364,7 +382,10 @@ class UnrolledProxGradCNN(_LearnedUnrolled):
     References
     ----------
     Zhang et al., *Beyond a Gaussian Denoiser: Residual Learning of Deep CNN for Image Denoising* (DnCNN),
-    IEEE TIP 26(7), 2017; Wang, Benning & Repetti, MLSP 2024 (arXiv 2408.08742); Wang & Benning, JMLR 2023.
+    IEEE TIP 26(7), 2017; Zhang, Van Gool & Timofte, *Deep Unfolding Network for Image Super-Resolution*
+    (USRNet), CVPR 2020, and Zhang et al., *Plug-and-Play Image Restoration with Deep Denoiser Prior* (DPIR),
+    IEEE TPAMI 44(10), 2022 (the proximal data step); Wang, Benning & Repetti, MLSP 2024 (arXiv 2408.08742);
+    Wang & Benning, JMLR 2023.
 
     Examples
     --------
@@ -395,6 +416,7 @@ class UnrolledProxGradCNN(_LearnedUnrolled):
         slope: float = 0.1,
         seed: int = 0,
         last_gain: float = 0.1,
+        data_step: str = "gradient",
         image_size=None,
         dense: bool | str = "auto",
     ):
@@ -407,6 +429,11 @@ class UnrolledProxGradCNN(_LearnedUnrolled):
         if not isinstance(shared, bool):
             raise ValueError(f"shared must be a bool, got {shared!r}")
         step = _check_number("step", step, 1e-12)
+        if data_step not in DATA_STEPS:
+            raise ValueError(
+                f"data_step must be one of {', '.join(map(repr, DATA_STEPS))}, got {data_step!r}"
+            )
+        self.data_step = data_step
         if activation not in ("leaky_relu", "relu"):
             raise ValueError(f"activation must be 'leaky_relu' or 'relu', got {activation!r}")
         self.activation = LeakyReLU(slope) if activation == "leaky_relu" else ReLU()
@@ -420,18 +447,23 @@ class UnrolledProxGradCNN(_LearnedUnrolled):
         self._config = dict(iterations=iterations, depth=depth, width=width, kernel_size=kernel_size)
         self._config.update(shared=shared, step=step, init=init, init_alpha=self.init_alpha)
         self._config.update(activation=activation, slope=float(slope))
-        self._config.update(seed=seed, last_gain=last_gain)
+        self._config.update(seed=seed, last_gain=last_gain, data_step=data_step)
 
     def cnn(self, k: int) -> nn.ModuleList:
         """The convs of iteration k's CNN (the same for every k when ``shared``)."""
         return self.cnns[0 if self.shared else k]
 
-    def _gradient_step(self, k: int, x: Tensor | None, y: Tensor) -> Tensor:
-        """``z_k = x - tau_k A_n^T(A_n x - y_n) = x - tau_k (A^T A x - A^T y) / ||A||^2`` (x = x_0(y) at k = 0)."""
+    def _data_step(self, k: int, x: Tensor | None, y: Tensor) -> Tensor:
+        """``z_k = x - tau_k A_n^T(A_n x - y_n) = x - tau_k (A^T A x - A^T y) / ||A||^2``, or for
+        ``data_step="prox"`` ``argmin_z tau_k/2 ||A_n z - y_n||^2 + 1/2||z - x||^2`` (x = x_0(y) at k = 0)."""
         if k == 0:
             x = self._x0(y)
         ad = self._adapter_for_measurement(y.shape[-2:])
         tau = self.steps[k].to(y.dtype) * self.op_scale**2
+        if self.data_step == "prox":
+            # ||A_n z - y_n||^2 = ||A z - y||^2 / ||A||^2: prox_l2 of A with gamma = tau_k / ||A||^2
+            z = torch.zeros(y.shape[0], *ad.image_size, dtype=y.dtype, device=y.device) if x is None else x
+            return ad.operator.prox_l2(z, y, tau)
         Aty = ad.At(y)
         if x is None:
             return tau * Aty
@@ -443,7 +475,7 @@ class UnrolledProxGradCNN(_LearnedUnrolled):
         act, x = self.activation, None
         for k in range(self.iterations):
             convs = self.cnn(k)
-            z = self._gradient_step(k, x, y)
+            z = self._data_step(k, x, y)
             h = z
             for conv in convs[:-1]:
                 h = act(conv(h))
