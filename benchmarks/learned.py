@@ -38,8 +38,8 @@ Protocol (nothing is chosen on the test set, which is evaluated once per row at 
 * Epochs: the weights with the best validation PSNR (evaluated after every epoch) are the ones tested.
 * Step-size decay by rollback (``--patience N``; off for the rows by default, on for ``--long-ct`` with N =
   40): when the validation PSNR has not improved for N epochs, or falls ``--rollback-db`` below the best,
-  a back-propagation run returns to its best-validation weights with a fresh Adam state and a step size
-  multiplied by ``--lr-decay`` (training ends when the step would fall below 1e-3 of the base rate). The
+  a row returns to its best-validation weights with a fresh trainer state (Adam moments; the lifted
+  trainers' states and step constants) and a step size multiplied by ``--lr-decay`` (training ends when the step would fall below 1e-3 of the base rate). The
   decision uses validation data only; the rollbacks are recorded in the row's JSON (``--long-ct``: its log).
 
 Columns: test PSNR / SSIM (mean over the test images; reconstructions clipped to [0, 1]; PSNR peak 1, SSIM
@@ -88,7 +88,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -737,7 +737,7 @@ def _train_rolling(
     deadline: float | None = None,
 ):
     """:func:`_train_until` with rollbacks: when ``ctx.patience`` is set, a validation collapse or plateau
-    (:func:`_plateau_stop`) rewrites the checkpoint with the best-validation weights and a fresh Adam state
+    (:func:`_plateau_stop`) rewrites the checkpoint with the best-validation weights and a fresh trainer state
     (:func:`_roll_back`), multiplies the step size by ``ctx.lr_decay`` and trains on. ``rollbacks`` (the
     caller's persisted list, appended to and saved through ``save_rollbacks``) carries the schedule across
     resumed sessions: the step size is ``lr`` times every earlier rollback's factor. Returns ``(History or
@@ -768,7 +768,7 @@ def _train_rolling(
         save_rollbacks()
         log(
             f"    {why}: rolled back to the best weights (epoch {tracker.best_epoch}, val {tracker.best:.2f} dB)"
-            f", fresh Adam state, step size {lr_now:g} -> {lr_now * ctx.lr_decay:g}"
+            f", fresh trainer state, step size {lr_now:g} -> {lr_now * ctx.lr_decay:g}"
         )  # past the deadline or the budget, the next _train_until returns at once
 
 
@@ -797,18 +797,31 @@ def _plateau_stop(hist, *, tracker: ValTracker, since: int, ctx: Ctx) -> str | N
 
 
 def _roll_back(ckpt: Path, best_path: Path, make: Callable[[], nn.Module]) -> int:
-    """Rewrite a back-propagation checkpoint with the best-validation weights and a fresh Adam state (its
-    moments belong to the collapsed or plateaued weights), keeping its epoch count and history; returns
-    that epoch."""
+    """Rewrite a training checkpoint with the best-validation weights and a fresh trainer state, keeping its
+    epoch count and history; returns that epoch.
+
+    The trainer state belongs to the collapsed or plateaued weights: for back-propagation a fresh Adam, for
+    the lifted trainers of unrolled networks (``liftinv.training.unrolled``: bregman-isgm / -bcd, mac-isgm /
+    -bcd) an empty state, which their ``load_state_dict`` reads as a new trainer: zero Adam moments, (BCD) the
+    per-sample states from a forward pass of the best weights, the state-step constants estimated again.
+    Other checkpoints raise ``ValueError``."""
     from liftinv.training import load_checkpoint, save_checkpoint
 
     ck = load_checkpoint(ckpt)
-    if ck.get("method") != "backprop-adam":
-        raise ValueError(f"rollbacks are implemented for backprop-adam checkpoints, not {ck.get('method')!r}")
+    method, trainer = ck.get("method"), ck.get("trainer")
     model = make()
     model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["state"])
-    fresh = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=1e-3)
-    ck["model"], ck["trainer"] = model.state_dict(), {"optimizer": fresh.state_dict()}
+    if method == "backprop-adam":
+        fresh = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=1e-3)
+        ck["trainer"] = {"optimizer": fresh.state_dict()}  # its lr is reset from fit's lr every epoch
+    elif isinstance(trainer, dict) and "adam" in trainer and "lipschitz" in trainer:
+        ck["trainer"] = {}
+    else:
+        raise ValueError(
+            f"rollbacks are implemented for backprop-adam and the unrolled lifted trainers' checkpoints, not "
+            f"{method!r}"
+        )
+    ck["model"] = model.state_dict()
     save_checkpoint(ckpt, ck)
     return int(ck["epoch"])
 
@@ -855,11 +868,10 @@ def train_row(spec: RowSpec, setup: Setup, ctx: Ctx) -> tuple[nn.Module, dict]:
         best_path = paths[chosen].with_suffix(".best.pt")
         tracker = ValTracker(setup.val, best_path)
         init_psnr = tracker.psnr(model.to(ctx.device))
-        # rollbacks with step-size decay (--patience) for the back-propagation rows only: _roll_back
-        # rewrites an Adam checkpoint; their record sits beside the checkpoint so a resumed row keeps it
+        # rollbacks with step-size decay (--patience); their record sits beside the checkpoint so a resumed
+        # row keeps it
         rb_path = paths[chosen].with_suffix(".rollbacks.json")
         rollbacks = json.loads(rb_path.read_text()) if rb_path.is_file() else []
-        row_ctx = ctx if spec.method == "backprop-adam" else replace(ctx, patience=None)
         hist, diverged = _train_rolling(
             model,
             spec,
@@ -867,7 +879,7 @@ def train_row(spec: RowSpec, setup: Setup, ctx: Ctx) -> tuple[nn.Module, dict]:
             chosen,
             paths[chosen],
             ctx.row_seconds,
-            row_ctx,
+            ctx,
             tracker,
             rollbacks,
             lambda: rb_path.write_text(json.dumps(rollbacks)),
@@ -1330,9 +1342,10 @@ def markdown(results: list[dict], args, device, seconds: float, fig_path: Path |
             else ""
         )
         + (
-            f"Step-size decay by rollback (`--patience {args.patience}`, back-propagation rows): after "
+            f"Step-size decay by rollback (`--patience {args.patience}`, every trained row): after "
             f"{args.patience} epochs without a better validation PSNR (or a fall of {args.rollback_db:g} dB "
-            f"below the best) the row returns to its best weights with a fresh Adam state and the step size "
+            f"below the best) the row returns to its best weights with a fresh trainer state (Adam moments; "
+            f"the lifted trainers' states) and the step size "
             f"times {args.lr_decay:g}; the rollbacks are listed in the JSON. "
             if args.patience
             else ""
@@ -1657,7 +1670,7 @@ def parse_args(argv):
         type=int,
         default=None,
         help="roll back to the best weights and decay the step size after this many epochs without a better "
-        "validation PSNR (back-propagation rows and --long-ct; default: --long-ct 40, rows never)",
+        "validation PSNR (trained rows and --long-ct; default: --long-ct 40, rows never)",
     )
     p.add_argument(
         "--pg-data-step",

@@ -1,5 +1,6 @@
-"""Rollbacks of ``benchmarks/learned.py`` (issue 12): a collapsed or plateaued back-propagation run returns to
-its best-validation weights with a fresh Adam state and a decayed step size, and the schedule survives resume."""
+"""Rollbacks of ``benchmarks/learned.py`` (issue 12): a collapsed or plateaued run (back-propagation or a lifted
+trainer) returns to its best-validation weights with a fresh trainer state and a decayed step size, and the
+schedule survives resume."""
 
 from __future__ import annotations
 
@@ -75,9 +76,50 @@ def test_roll_back_restores_best_weights_and_a_fresh_adam_state(learned, tmp_pat
     hist = fit(resumed, _data(0), epochs=4, checkpoint=ckpt, progress=False, lr=1e-2, batch_size=4)
     assert len(hist) == 4
 
-    save_checkpoint(ckpt, {**after, "method": "bregman-isgm"})
-    with pytest.raises(ValueError, match="backprop-adam"):
+    save_checkpoint(ckpt, {**after, "method": "bregman-adaptive", "trainer": {"cache": {}}})
+    with pytest.raises(ValueError, match="backprop-adam and the unrolled lifted trainers"):
         learned._roll_back(ckpt, best, _make)
+
+
+@pytest.mark.parametrize("method", ["bregman-isgm", "bregman-bcd"])
+def test_roll_back_of_a_lifted_run_restarts_its_trainer_at_the_best_weights(learned, tmp_path, method):
+    """The lifted trainers' checkpoint gets the best weights and an empty trainer state: zero Adam moments,
+    (BCD) per-sample states from a forward pass of the best weights; fit resumes from it at the same epoch."""
+    from liftinv.operators import make_operator
+
+    from liftinv.models import UnrolledProxGradCNN
+
+    def make():
+        return UnrolledProxGradCNN(make_operator("denoising", 6), iterations=1, depth=2, width=3, seed=0)
+
+    ckpt, best = tmp_path / "lifted.pt", tmp_path / "lifted.best.pt"
+    opts = dict(method=method, checkpoint=ckpt, progress=False, lr=1e-2, batch_size=8)
+    model = make()
+    fit(model, _data(0), epochs=2, **opts)
+    before = load_checkpoint(ckpt)
+    assert before["trainer"]["adam"]["t"] > 0 and (method == "bregman-isgm") == (
+        before["trainer"]["states"] is None
+    )
+    best_state = {k: v + 0.01 for k, v in make().state_dict().items()}
+    torch.save({"epoch": 1, "val_psnr": 20.0, "state": best_state}, best)
+
+    assert learned._roll_back(ckpt, best, make) == 2
+    after = load_checkpoint(ckpt)
+    assert after["epoch"] == 2 and after["history"] == before["history"] and after["trainer"] == {}
+    assert all(torch.equal(after["model"][k], best_state[k]) for k in best_state)
+    # an empty state restores a new trainer: zero Adam moments, no stored states, step constants to estimate
+    from liftinv.training.registry import get_trainer
+
+    X, Y = _data(0)
+    trainer = get_trainer(method, make())(make(), X, Y, lr=1e-2, batch_size=8)
+    trainer.load_state_dict(after["trainer"])  # what fit does on resume: a new trainer, then its state
+    assert trainer.t == 0 and trainer.scale == 1.0 and trainer._lipschitz is None
+    assert all(float(m.abs().max()) == 0 for m in trainer.m) and trainer.states is None
+    # fit resumes from the rewritten checkpoint at the best weights and trains on
+    resumed = make()
+    hist = fit(resumed, _data(0), epochs=3, **opts)
+    assert len(hist) == 3 and math.isfinite(hist.last["objective"])
+    assert any(not torch.equal(v, best_state[k]) for k, v in resumed.state_dict().items())
 
 
 def test_train_rolling_decays_the_step_and_keeps_the_schedule(learned, tmp_path):
