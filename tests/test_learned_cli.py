@@ -174,13 +174,21 @@ def test_arch_names_and_network_options_come_from_the_registry(tmp_path, capsys,
     monkeypatch.setitem(ARCHITECTURES, "toy", UnrolledProxGrad)  # a newly registered architecture is accepted
     assert "toy" in arch_names() and network_flags("toy") == ["--iterations", "--channels", "--kernel-size"]
     assert network_flags("lpd") == ["--iterations", "--channels", "--width", "--kernel-size"]
-    assert network_flags("proxgrad-cnn") == ["--iterations", "--width", "--depth", "--kernel-size"]
+    assert network_flags("proxgrad-cnn") == [
+        "--iterations",
+        "--width",
+        "--depth",
+        "--kernel-size",
+        "--data-step",
+    ]
     # a flag that does not apply, or a value the network refuses: one line, before anything is written
     out = tmp_path / "m.pt"
     assert main(["train", "--arch", "proxgrad", "--width", "8", "--out", str(out)]) == 1
     assert "--width: does not apply to --arch proxgrad (its network options: --iterations" in _error(
         capsys, "train"
     )
+    assert main(["train", "--arch", "lpd", "--data-step", "prox", "--out", str(out)]) == 1
+    assert "--data-step: does not apply to --arch lpd" in _error(capsys, "train")
     assert main(["train", "--arch", "proxgrad-cnn", "--depth", "1", "--out", str(out)]) == 1
     assert "--depth: expected an int >= 2, got 1" in _error(capsys, "train")
     assert main(["train", "--arch", "proxgrad", "--channels", "4", "--out", str(out)]) == 1
@@ -196,3 +204,14 @@ def test_default_options_for_the_learned_networks():
 
     assert ARCH_OPTIONS["lpd"]["lr"] == 1e-3 and LIFTED_ARCH_OPTIONS["lpd"]["lr"] == 3e-3
     assert ARCH_OPTIONS["proxgrad-cnn"]["lr"] == LIFTED_ARCH_OPTIONS["proxgrad-cnn"]["lr"] == 3e-3
+
+
+def test_proxgrad_cnn_with_proximal_data_steps_trains_saves_and_reconstructs_another_size(tmp_path, capsys):
+    from liftinv.unrolled import load_model
+
+    out = tmp_path / "deblur.pt"
+    args = ["train", "--task", "deblur", "--arch", "proxgrad-cnn", "--method", "backprop", *TINY]
+    assert main([*args, "--width", "4", "--depth", "2", "--data-step", "prox", "--out", str(out)]) == 0
+    model = load_model(out)
+    assert model.config()["data_step"] == "prox" and model.data_step == "prox"
+    assert _reconstruct(tmp_path, out, "--image", "camera", "--size", "40") == 0, capsys.readouterr().err

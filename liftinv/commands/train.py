@@ -41,6 +41,7 @@ NETWORK_FLAGS: dict[str, tuple[str, tuple[tuple[str, ...], ...]]] = {
     "width": ("--width", (("width",),)),
     "depth": ("--depth", (("depth",),)),
     "kernel_size": ("--kernel-size", (("kernel_size",),)),
+    "data_step": ("--data-step", (("data_step",),)),
 }
 
 
@@ -158,6 +159,13 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     p.add_argument("--width", type=int, default=None, help="lpd, proxgrad-cnn: channels of the hidden convs")
     p.add_argument("--depth", type=int, default=None, help="proxgrad-cnn: convs per proximal CNN (>= 2)")
     p.add_argument("--kernel-size", type=int, default=None, help="filter size (odd)")
+    p.add_argument(
+        "--data-step",
+        choices=("gradient", "prox"),
+        default=None,
+        help="proxgrad-cnn: a gradient step on the data term, or its proximal map (half-quadratic splitting; "
+        "better for deblurring); default gradient",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="mini-batch size")
     p.add_argument("--lr", type=float, default=None, help="learning rate / initial weight step")
     add_threads_argument(p)
