@@ -84,6 +84,7 @@ import json
 import math
 import os
 import re
+import shlex
 import sys
 import time
 import warnings
@@ -1316,7 +1317,7 @@ def markdown(results: list[dict], args, device, seconds: float, fig_path: Path |
         "# Learned unrolled networks (CNN proximal steps) vs tuned TV: back-propagation vs lifted training"
     )
     out = [title + (" -- SMOKE RUN (--quick: tiny images and budgets, not a result)" if smoke else ""), ""]
-    flag = {"quick": " --quick", "default": "", "full": " --full"}[args.mode]
+    flag = "".join(" " + shlex.quote(a) for a in getattr(args, "argv", []))  # the command, as typed
     grid = args.lr_grid or LR_GRID[args.mode]
     pilot = args.pilot or PILOT[args.mode]
     out += [
@@ -1682,6 +1683,7 @@ def parse_args(argv):
     p.add_argument("--progress-every", type=float, default=15.0, help="seconds between progress lines")
     p.add_argument("--no-figure", action="store_true")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     args.mode = "quick" if args.quick else "full" if args.full else "default"
     args.lr = _lr_pairs(args.lr)
     args.lr_grid = tuple(float(v) for v in args.lr_grid.split(",")) if args.lr_grid else None
