@@ -39,8 +39,9 @@ Protocol (nothing is chosen on the test set, which is evaluated once per row at 
 * Step-size decay by rollback (``--patience N``; off for the rows by default, on for ``--long-ct`` with N =
   40): when the validation PSNR has not improved for N epochs, or falls ``--rollback-db`` below the best,
   a row returns to its best-validation weights with a fresh trainer state (Adam moments; the lifted
-  trainers' states and step constants) and a step size multiplied by ``--lr-decay`` (training ends when the step would fall below 1e-3 of the base rate). The
-  decision uses validation data only; the rollbacks are recorded in the row's JSON (``--long-ct``: its log).
+  trainers' states and step constants) and a step size multiplied by ``--lr-decay`` (training ends when the
+  step would fall below 1e-3 of the base rate). The decision uses validation data only; the rollbacks are
+  recorded in the row's JSON (``--long-ct``: its log).
 
 Columns: test PSNR / SSIM (mean over the test images; reconstructions clipped to [0, 1]; PSNR peak 1, SSIM
 from scikit-image, 7x7 window), Shepp-Logan PSNR (CT), learned parameters, training wall time, time per
@@ -254,6 +255,13 @@ PG_INIT = {"denoise": "adjoint", "deblur": "smooth", "inpaint": "smooth"}
 #: data step of UnrolledProxGradCNN per task (--pg-data-step overrides). For denoising and inpainting the
 #: gradient and proximal steps span the same maps; for deblurring see the 40-minute rows in the README.
 PG_DATA_STEP = {"denoise": "gradient", "deblur": "gradient", "inpaint": "gradient"}
+
+
+def _pg_data_step(args, task: str) -> str:
+    """The PG-CNN data step of ``task``: ``--pg-data-step``, or :data:`PG_DATA_STEP` for ``auto``."""
+    return PG_DATA_STEP[task] if args.pg_data_step == "auto" else args.pg_data_step
+
+
 LR_GRID = {"quick": (1.0,), "default": (1 / 3, 1.0, 3.0), "full": (1 / 3, 1.0, 3.0)}
 PILOT = {"quick": 0.2, "default": 0.1, "full": 0.1}
 
@@ -1075,7 +1083,7 @@ def run_image_task(task: str, args, mode: str, device) -> dict:
     ctx = _ctx(args, task, cfg, device)
     rows, examples, tv = classical_rows(setup, args)
     op = setup.operator
-    data_step = PG_DATA_STEP[task] if args.pg_data_step == "auto" else args.pg_data_step
+    data_step = _pg_data_step(args, task)
     pg_kw = {**cfg["pg"], "init": PG_INIT[task], "seed": args.seed, "data_step": data_step}
 
     def make_pg():
@@ -1144,8 +1152,8 @@ def _ctx(args, task: str, cfg: dict, device) -> Ctx:
         "images": [args.images, args.test_images, args.restore_test_images],
         "device": str(device),
     }
-    data_step = PG_DATA_STEP.get(task) if args.pg_data_step == "auto" else args.pg_data_step
-    if task != "ct" and data_step != "gradient":  # only then, so the earlier folders keep their names
+    data_step = None if task == "ct" else _pg_data_step(args, task)
+    if data_step not in (None, "gradient"):  # only then, so the earlier folders keep their names
         key["pg_data_step"] = data_step
     if args.patience is not None:  # only then, so the folders of runs without rollbacks keep their names
         key["rollbacks"] = [args.patience, args.rollback_db, args.lr_decay]
