@@ -71,6 +71,9 @@ Usage::
     # a long deblurring row (backprop only, the validation-chosen rate of the 10-minute run, rollbacks):
     .venv/bin/python benchmarks/learned.py --tasks deblur --row-minutes 40 --lr backprop-adam=1e-3
         --lr-grid 1 --lifted '' --patience 20 --out-dir /tmp/deblur40                 # (one command line)
+    # another PG-CNN size or training patch (both enter the checkpoint folder's key):
+    .venv/bin/python benchmarks/learned.py --tasks deblur --pg-iterations 8 --pg-depth 4 --pg-width 32
+        --patch 64 --row-minutes 60 --lr backprop-adam=1e-3 --lr-grid 1 --lifted '' --patience 20
 
 Writes ``learned.md``, ``learned.json`` and ``learned.png`` into ``--out-dir`` (default benchmarks/results).
 """
@@ -1078,6 +1081,9 @@ def run_image_task(task: str, args, mode: str, device) -> dict:
 
     cfg = dict(IMAGE_MODES[mode])
     cfg.update(_budget(args, cfg))
+    cfg["pg"] = {**cfg["pg"], **_pg_overrides(args)}
+    if args.patch is not None:
+        cfg["patch"] = args.patch
     setup = image_setup(task, cfg, args.seed, args)
     setup.device = device
     ctx = _ctx(args, task, cfg, device)
@@ -1133,6 +1139,14 @@ def _budget(args, cfg: dict) -> dict:
     if args.row_minutes is not None:
         out["row_minutes"] = args.row_minutes
     return out
+
+
+def _pg_overrides(args) -> dict:
+    """``--pg-iterations`` / ``--pg-depth`` / ``--pg-width`` / ``--pg-dilations``: the PG-CNN sizes given on the
+    command line."""
+    sizes = {"iterations": args.pg_iterations, "depth": args.pg_depth, "width": args.pg_width}
+    sizes["dilations"] = args.pg_dilations
+    return {k: v for k, v in sizes.items() if v is not None}
 
 
 def _ctx(args, task: str, cfg: dict, device) -> Ctx:
@@ -1687,6 +1701,21 @@ def parse_args(argv):
         default="auto",
         help="data step of the PG-CNN rows: gradient or proximal (half-quadratic splitting); auto: per task",
     )
+    p.add_argument(
+        "--patch", type=int, default=None, help="training patch side of the natural-image tasks (per mode)"
+    )
+    p.add_argument("--pg-iterations", type=int, default=None, help="PG-CNN unrolled iterations K (per mode)")
+    p.add_argument(
+        "--pg-depth", type=int, default=None, help="PG-CNN convolutions per proximal CNN (per mode)"
+    )
+    p.add_argument(
+        "--pg-width", type=int, default=None, help="PG-CNN channels of the proximal CNNs (per mode)"
+    )
+    p.add_argument(
+        "--pg-dilations",
+        default=None,
+        help="PG-CNN dilation of each conv, e.g. 1,2,4,1 (one per conv; default 1)",
+    )
     p.add_argument("--lr-decay", type=float, default=0.3, help="step-size factor applied at every rollback")
     p.add_argument("--progress-every", type=float, default=15.0, help="seconds between progress lines")
     p.add_argument("--no-figure", action="store_true")
@@ -1701,6 +1730,17 @@ def parse_args(argv):
     bad = [t for t in args.tasks if t not in TASKS]
     if bad:
         p.error(f"unknown task(s) {', '.join(bad)}; choose from {', '.join(TASKS)}")
+    for flag in ("pg_iterations", "pg_depth", "pg_width"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            p.error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if args.pg_dilations is not None:
+        try:
+            args.pg_dilations = [int(v) for v in args.pg_dilations.split(",")]
+        except ValueError:
+            p.error(f"--pg-dilations must be comma-separated ints, e.g. 1,2,4,1, got {args.pg_dilations!r}")
+    if args.patch is not None and args.patch < 8:
+        p.error(f"--patch must be >= 8 pixels, got {args.patch}")
     if not 0 < args.lr_decay <= 1:
         p.error(f"--lr-decay must be in (0, 1], got {args.lr_decay}")
     if (args.patience is not None and args.patience < 1) or args.rollback_db <= 0:

@@ -20,8 +20,10 @@ SMALL = {
     "proxgrad-cnn": {"iterations": 2, "depth": 3, "width": 4},
     # the prox-grad CNN with proximal data steps (half-quadratic splitting): a test-only name
     "proxgrad-prox": {"iterations": 2, "depth": 3, "width": 4, "data_step": "prox"},
+    # with dilated hidden convs (IRCNN's prior): a test-only name
+    "proxgrad-dilated": {"iterations": 2, "depth": 3, "width": 4, "dilations": (1, 2, 1)},
 }
-ARCHS = ["lpd", "proxgrad-cnn", "proxgrad-prox"]
+ARCHS = ["lpd", "proxgrad-cnn", "proxgrad-prox", "proxgrad-dilated"]
 OPERATORS = [("tomography", {"angles": 6}), ("blur", {"sigma": 1.0}), ("inpainting", {}), ("denoising", {})]
 
 
@@ -30,8 +32,8 @@ def _psnr(x, ref):
 
 
 def _build(arch, op, **kw):
-    """``build_model`` that also knows the test-only name ``proxgrad-prox``."""
-    return build_model("proxgrad-cnn" if arch == "proxgrad-prox" else arch, op, **kw)
+    """``build_model`` that also knows the test-only names ``proxgrad-prox`` and ``proxgrad-dilated``."""
+    return build_model("proxgrad-cnn" if arch.startswith("proxgrad-") else arch, op, **kw)
 
 
 def _net(arch, name="blur", kw=None, size=10, init="adjoint", perturb=0.0, seed=0, **extra):
@@ -148,6 +150,24 @@ def test_proximal_data_step_solves_its_problem_and_differs_from_a_gradient_step_
     gradient_step = grad_net._data_step(1, x, y)
     same = torch.allclose(z, gradient_step, atol=1e-10)
     assert same == (name in ("inpainting", "denoising")), name
+
+
+def test_dilations_widen_the_proximal_cnns_at_the_same_cost(generator):
+    op = make_operator("denoising", 33)
+
+    def support(dilations):
+        net = UnrolledProxGradCNN(op, iterations=1, depth=3, width=4, dilations=dilations)
+        z = torch.rand(1, 1, 33, 33, generator=generator, requires_grad=True)
+        h = z
+        for conv in net.cnn(0)[:-1]:
+            h = net.activation(conv(h))
+        (g,) = torch.autograd.grad(net.cnn(0)[-1](h)[0, 0, 16, 16], z)
+        rows = torch.nonzero(g[0, 0].abs().sum(1)).flatten()
+        return int(rows.max() - rows.min() + 1), sum(p.numel() for p in net.parameters())
+
+    # receptive field 1 + 2 * sum(dilations) for 3x3 filters, parameters unchanged
+    (plain, n_plain), (dilated, n_dilated) = support(None), support((1, 3, 1))
+    assert (plain, dilated) == (7, 11) and n_plain == n_dilated
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -280,9 +300,9 @@ def test_registered_save_load_roundtrip(tmp_path, generator):
 
     assert ARCHITECTURES["lpd"] is LearnedPrimalDual and ARCHITECTURES["proxgrad-cnn"] is UnrolledProxGradCNN
     op = make_operator("tomography", 12, angles=6)
-    for arch in ("lpd", "proxgrad-cnn"):
-        net = build_model(arch, op, **SMALL[arch], init="fbp", seed=3)
-        assert net.config()["arch"] == arch
+    for arch in ("lpd", "proxgrad-cnn", "proxgrad-dilated"):
+        net = _build(arch, op, **SMALL[arch], init="fbp", seed=3)
+        assert net.config()["arch"] == arch.replace("-dilated", "-cnn")
         path = save_model(tmp_path / f"{arch}.pt", net, task="ct")
         loaded = load_model(path)
         y = op.A(torch.rand(2, 1, 12, 12, generator=generator))
@@ -331,6 +351,10 @@ def test_bad_arguments_are_reported():
         UnrolledProxGradCNN(op, activation="gelu")
     with pytest.raises(ValueError, match="data_step must be one of 'gradient', 'prox', got 'newton'"):
         UnrolledProxGradCNN(op, data_step="newton")
+    with pytest.raises(ValueError, match=r"dilations must be a sequence of 4 ints >= 1 \(one per conv\)"):
+        UnrolledProxGradCNN(op, depth=4, dilations=(1, 2))
+    with pytest.raises(ValueError, match=r"dilations\[2\] must be an int >= 1, got 0"):
+        UnrolledProxGradCNN(op, depth=4, dilations=(1, 2, 0, 1))
     with pytest.raises(ValueError, match="primal_channels"):
         LearnedPrimalDual(op, primal_channels=0)
     net = LearnedPrimalDual(op, iterations=1, width=4)

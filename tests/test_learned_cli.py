@@ -180,6 +180,7 @@ def test_arch_names_and_network_options_come_from_the_registry(tmp_path, capsys,
         "--depth",
         "--kernel-size",
         "--data-step",
+        "--dilations",
     ]
     # a flag that does not apply, or a value the network refuses: one line, before anything is written
     out = tmp_path / "m.pt"
@@ -191,6 +192,8 @@ def test_arch_names_and_network_options_come_from_the_registry(tmp_path, capsys,
     assert "--data-step: does not apply to --arch lpd" in _error(capsys, "train")
     assert main(["train", "--arch", "proxgrad-cnn", "--depth", "1", "--out", str(out)]) == 1
     assert "--depth: expected an int >= 2, got 1" in _error(capsys, "train")
+    assert main(["train", "--arch", "proxgrad-cnn", "--dilations", "1,2", "--out", str(out)]) == 1
+    assert "dilations must be a sequence of 4 ints >= 1 (one per conv), got [1, 2]" in _error(capsys, "train")
     assert main(["train", "--arch", "proxgrad", "--channels", "4", "--out", str(out)]) == 1
     assert "--arch proxgrad --channels 4: ParsevalConv: channels must be >=" in _error(capsys, "train")
     if not torch.cuda.is_available():
@@ -211,7 +214,9 @@ def test_proxgrad_cnn_with_proximal_data_steps_trains_saves_and_reconstructs_ano
 
     out = tmp_path / "deblur.pt"
     args = ["train", "--task", "deblur", "--arch", "proxgrad-cnn", "--method", "backprop", *TINY]
-    assert main([*args, "--width", "4", "--depth", "2", "--data-step", "prox", "--out", str(out)]) == 0
+    flags = ["--width", "4", "--depth", "2", "--data-step", "prox", "--dilations", "1,2"]
+    assert main([*args, *flags, "--out", str(out)]) == 0
     model = load_model(out)
     assert model.config()["data_step"] == "prox" and model.data_step == "prox"
+    assert model.config()["dilations"] == [1, 2] and model.cnns[0][1].dilation == (2, 2)
     assert _reconstruct(tmp_path, out, "--image", "camera", "--size", "40") == 0, capsys.readouterr().err

@@ -42,7 +42,16 @@ NETWORK_FLAGS: dict[str, tuple[str, tuple[tuple[str, ...], ...]]] = {
     "depth": ("--depth", (("depth",),)),
     "kernel_size": ("--kernel-size", (("kernel_size",),)),
     "data_step": ("--data-step", (("data_step",),)),
+    "dilations": ("--dilations", (("dilations",),)),
 }
+
+
+def _int_list(text: str) -> list[int]:
+    """``"1,2,4,1"`` -> ``[1, 2, 4, 1]`` (argparse type of ``--dilations``)."""
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints such as 1,2,4,1, got {text!r}") from None
 
 
 #: the ``--arch`` names that ``--help`` lists: the keys of :data:`liftinv.models.ARCHITECTURES`, spelled out
@@ -165,6 +174,14 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
         default=None,
         help="proxgrad-cnn: a gradient step on the data term, or its proximal map (half-quadratic splitting; "
         "better for deblurring); default gradient",
+    )
+    p.add_argument(
+        "--dilations",
+        type=_int_list,
+        default=None,
+        metavar="D1,D2,...",
+        help="proxgrad-cnn: dilation of each conv of the proximal CNNs, one per conv (IRCNN's deblurring prior "
+        "with --depth 7: 1,2,3,4,3,2,1); default all 1",
     )
     p.add_argument("--batch-size", type=int, default=None, help="mini-batch size")
     p.add_argument("--lr", type=float, default=None, help="learning rate / initial weight step")

@@ -26,6 +26,7 @@ from liftinv.lifted.activations import Identity, LeakyReLU, ReLU
 from liftinv.lifted.network import LiftedLayer
 from liftinv.models.learned_base import (
     LEARNED_INITS,
+    _check_dilations,
     _check_int,
     _check_number,
     _cnn,
@@ -357,6 +358,10 @@ class UnrolledProxGradCNN(_LearnedUnrolled):
         One CNN for every iteration.
     step : float, default 1.0
         Initial ``tau_k ||A||^2`` (1: the step ``1/||A||^2``).
+    dilations : sequence of int, optional
+        Dilation of each of the ``depth`` convs of every CNN (default all 1), as in IRCNN's denoiser prior for
+        deblurring (1, 2, 3, 4, 3, 2, 1): a larger receptive field at the same cost. Every conv stays linear,
+        so the lifted form is unchanged.
     data_step : {"gradient", "prox"}, default "gradient"
         The data step of every iteration (see above). ``"prox"`` uses the operator's ``prox_l2``: closed
         forms for circular blur (one FFT pair), inpainting and denoising; conjugate gradients, differentiated
@@ -382,7 +387,8 @@ class UnrolledProxGradCNN(_LearnedUnrolled):
     References
     ----------
     Zhang et al., *Beyond a Gaussian Denoiser: Residual Learning of Deep CNN for Image Denoising* (DnCNN),
-    IEEE TIP 26(7), 2017; Zhang, Van Gool & Timofte, *Deep Unfolding Network for Image Super-Resolution*
+    IEEE TIP 26(7), 2017; Zhang, Zuo, Gu & Zhang, *Learning Deep CNN Denoiser Prior for Image Restoration*
+    (IRCNN, dilated convs), CVPR 2017; Zhang, Van Gool & Timofte, *Deep Unfolding Network for Image Super-Resolution*
     (USRNet), CVPR 2020, and Zhang et al., *Plug-and-Play Image Restoration with Deep Denoiser Prior* (DPIR),
     IEEE TPAMI 44(10), 2022 (the proximal data step); Wang, Benning & Repetti, MLSP 2024 (arXiv 2408.08742);
     Wang & Benning, JMLR 2023.
@@ -417,12 +423,14 @@ class UnrolledProxGradCNN(_LearnedUnrolled):
         seed: int = 0,
         last_gain: float = 0.1,
         data_step: str = "gradient",
+        dilations=None,
         image_size=None,
         dense: bool | str = "auto",
     ):
         super().__init__(operator, iterations, init, image_size, dense, seed, init_alpha)
         last_gain = _check_number("last_gain", last_gain)
         self.depth = _check_int("depth", depth, 2)
+        dilations = _check_dilations(dilations, self.depth)
         self.width = _check_int("width", width)
         if _check_int("kernel_size", kernel_size) % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
@@ -442,12 +450,12 @@ class UnrolledProxGradCNN(_LearnedUnrolled):
         g = torch.Generator().manual_seed(seed)
         self.cnns = nn.ModuleList()
         for _ in range(1 if shared else iterations):
-            self.cnns.append(_cnn([c] + [width] * (depth - 1) + [c], kernel_size, g, last_gain))
+            self.cnns.append(_cnn([c] + [width] * (depth - 1) + [c], kernel_size, g, last_gain, dilations))
         self.steps = nn.ParameterList(nn.Parameter(torch.tensor(float(step))) for _ in range(iterations))
         self._config = dict(iterations=iterations, depth=depth, width=width, kernel_size=kernel_size)
         self._config.update(shared=shared, step=step, init=init, init_alpha=self.init_alpha)
         self._config.update(activation=activation, slope=float(slope))
-        self._config.update(seed=seed, last_gain=last_gain, data_step=data_step)
+        self._config.update(seed=seed, last_gain=last_gain, data_step=data_step, dilations=list(dilations))
 
     def cnn(self, k: int) -> nn.ModuleList:
         """The convs of iteration k's CNN (the same for every k when ``shared``)."""

@@ -10,6 +10,7 @@ size's ``||A||``); for tomography another geometry raises a ``ValueError`` namin
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -46,6 +47,17 @@ def _init_cnn(convs, generator: torch.Generator, last_gain: float) -> None:
             conv.bias.zero_()
 
 
+def _check_dilations(dilations, depth: int) -> tuple[int, ...]:
+    """``dilations``: None (all 1) or one int >= 1 per conv of a ``depth``-conv CNN."""
+    if dilations is None:
+        return (1,) * depth
+    if isinstance(dilations, str | bytes) or not isinstance(dilations, Sequence) or len(dilations) != depth:
+        raise ValueError(
+            f"dilations must be a sequence of {depth} ints >= 1 (one per conv), got {dilations!r}"
+        )
+    return tuple(_check_int(f"dilations[{i}]", d) for i, d in enumerate(dilations))
+
+
 def _check_number(name: str, value, low: float = 0.0) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value < math.inf:
         raise ValueError(f"{name} must be a finite number >= {low}, got {value!r}")
@@ -53,18 +65,29 @@ def _check_number(name: str, value, low: float = 0.0) -> float:
 
 
 def _cnn(
-    channels: list[int], kernel_size: int, generator: torch.Generator, last_gain: float
+    channels: list[int],
+    kernel_size: int,
+    generator: torch.Generator,
+    last_gain: float,
+    dilations: Sequence[int] | None = None,
 ) -> nn.ModuleList:
-    """Convs ``channels[0] -> channels[1] -> ...`` with zero padding, initialised by :func:`_init_cnn`."""
-    pairs = zip(channels[:-1], channels[1:])
-    convs = nn.ModuleList(nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2) for cin, cout in pairs)
+    """Convs ``channels[0] -> channels[1] -> ...`` with zero "same" padding (``dilations``: one per conv,
+    default 1), initialised by :func:`_init_cnn`."""
+    pairs = list(zip(channels[:-1], channels[1:]))
+    dilations = [1] * len(pairs) if dilations is None else list(dilations)
+    convs = nn.ModuleList(
+        nn.Conv2d(cin, cout, kernel_size, padding=d * (kernel_size // 2), dilation=d)
+        for (cin, cout), d in zip(pairs, dilations, strict=True)
+    )
     _init_cnn(convs, generator, last_gain)
     return convs
 
 
 def _partial_conv(conv: nn.Conv2d, h: Tensor, channels: int) -> Tensor:
     """The first ``channels`` output channels of ``conv(h)`` (only those are computed)."""
-    return F.conv2d(h, conv.weight[:channels], conv.bias[:channels], padding=conv.padding)
+    return F.conv2d(
+        h, conv.weight[:channels], conv.bias[:channels], padding=conv.padding, dilation=conv.dilation
+    )
 
 
 # -- shared base: operator, other image sizes, geometry errors, Lipschitz constants of the state maps
