@@ -51,7 +51,9 @@ def _int_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints such as 1,2,4,1, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated ints such as 1,2,4,1, got {text!r}"
+        ) from None
 
 
 #: the ``--arch`` names that ``--help`` lists: the keys of :data:`liftinv.models.ARCHITECTURES`, spelled out
