@@ -1144,8 +1144,12 @@ def _budget(args, cfg: dict) -> dict:
 def _pg_overrides(args) -> dict:
     """``--pg-iterations`` / ``--pg-depth`` / ``--pg-width`` / ``--pg-dilations``: the PG-CNN sizes given on the
     command line."""
-    sizes = {"iterations": args.pg_iterations, "depth": args.pg_depth, "width": args.pg_width}
-    sizes["dilations"] = args.pg_dilations
+    sizes = {
+        "iterations": args.pg_iterations,
+        "depth": args.pg_depth,
+        "width": args.pg_width,
+        "dilations": args.pg_dilations,
+    }
     return {k: v for k, v in sizes.items() if v is not None}
 
 
@@ -1619,6 +1623,8 @@ def _lr_pairs(text: str) -> dict[str, float]:
 
 
 def parse_args(argv):
+    from liftinv.commands.train import int_list
+
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -1713,6 +1719,7 @@ def parse_args(argv):
     )
     p.add_argument(
         "--pg-dilations",
+        type=int_list,
         default=None,
         help="PG-CNN dilation of each conv, e.g. 1,2,4,1 (one per conv; default 1)",
     )
@@ -1734,11 +1741,6 @@ def parse_args(argv):
         value = getattr(args, flag)
         if value is not None and value < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
-    if args.pg_dilations is not None:
-        try:
-            args.pg_dilations = [int(v) for v in args.pg_dilations.split(",")]
-        except ValueError:
-            p.error(f"--pg-dilations must be comma-separated ints, e.g. 1,2,4,1, got {args.pg_dilations!r}")
     if args.patch is not None and args.patch < 8:
         p.error(f"--patch must be >= 8 pixels, got {args.patch}")
     if not 0 < args.lr_decay <= 1:

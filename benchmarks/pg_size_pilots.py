@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from liftinv.commands.train import int_list
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import learned as bench  # noqa: E402
 
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=5)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--width", type=int, default=32)
-    p.add_argument("--dilations", default=None, help="one per conv, e.g. 1,2,4,1")
+    p.add_argument("--dilations", type=int_list, default=None, help="one per conv, e.g. 1,2,4,1")
     p.add_argument("--circular", action="store_true", help="circular instead of zero padding in the CNNs")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -49,13 +51,16 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = dict(bench.IMAGE_MODES["default"])
     cfg["pg"] = dict(iterations=args.iterations, depth=args.depth, width=args.width)
-    dilations = [int(v) for v in args.dilations.split(",")] if args.dilations else None
     setup = bench.image_setup(args.task, cfg, args.seed, bench.parse_args(["--tasks", args.task]))
     setup.device = torch.device("cpu")
 
     def make():
         net = UnrolledProxGradCNN(
-            setup.operator, **cfg["pg"], init=bench.PG_INIT[args.task], seed=args.seed, dilations=dilations
+            setup.operator,
+            **cfg["pg"],
+            init=bench.PG_INIT[args.task],
+            seed=args.seed,
+            dilations=args.dilations,
         )
         if args.circular:
             for m in net.modules():
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         "iterations": args.iterations,
         "depth": args.depth,
         "width": args.width,
-        "dilations": dilations,
+        "dilations": args.dilations,
         "circular": args.circular,
         "params": sum(q.numel() for q in model.parameters()),
         "lr": args.lr,

@@ -46,8 +46,8 @@ NETWORK_FLAGS: dict[str, tuple[str, tuple[tuple[str, ...], ...]]] = {
 }
 
 
-def _int_list(text: str) -> list[int]:
-    """``"1,2,4,1"`` -> ``[1, 2, 4, 1]`` (argparse type of ``--dilations``)."""
+def int_list(text: str) -> list[int]:
+    """``"1,2,4,1"`` -> ``[1, 2, 4, 1]``: the argparse type of ``--dilations`` (here and in the benchmarks)."""
     try:
         return [int(v) for v in text.split(",")]
     except ValueError:
@@ -179,7 +179,7 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--dilations",
-        type=_int_list,
+        type=int_list,
         default=None,
         metavar="D1,D2,...",
         help="proxgrad-cnn: dilation of each conv of the proximal CNNs, one per conv (IRCNN's deblurring prior "

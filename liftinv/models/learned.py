@@ -388,8 +388,8 @@ class UnrolledProxGradCNN(_LearnedUnrolled):
     ----------
     Zhang et al., *Beyond a Gaussian Denoiser: Residual Learning of Deep CNN for Image Denoising* (DnCNN),
     IEEE TIP 26(7), 2017; Zhang, Zuo, Gu & Zhang, *Learning Deep CNN Denoiser Prior for Image Restoration*
-    (IRCNN, dilated convs), CVPR 2017; Zhang, Van Gool & Timofte, *Deep Unfolding Network for Image Super-Resolution*
-    (USRNet), CVPR 2020, and Zhang et al., *Plug-and-Play Image Restoration with Deep Denoiser Prior* (DPIR),
+    (IRCNN, dilated convs), CVPR 2017; Zhang, Van Gool & Timofte, *Deep Unfolding Network for Image
+    Super-Resolution* (USRNet), CVPR 2020, and Zhang et al., *Plug-and-Play Image Restoration with Deep Denoiser Prior* (DPIR),
     IEEE TPAMI 44(10), 2022 (the proximal data step); Wang, Benning & Repetti, MLSP 2024 (arXiv 2408.08742);
     Wang & Benning, JMLR 2023.
 
