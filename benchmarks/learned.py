@@ -33,11 +33,13 @@ Protocol (nothing is chosen on the test set, which is evaluated once per row at 
   pool: the first chunks of the same stream, capped by ``--bcd-max-mb`` of state memory).
 * Learning rate: chosen on the validation set among ``base * m`` for ``m`` in ``--lr-grid`` by pilot runs of
   ``--pilot`` times the budget; the chosen pilot continues to the full budget (its checkpoint is resumed), the
-  other pilots' time is reported as ``lr search s``. ``--lr-grid 1`` (the --quick default) uses the a-priori
-  base rates of :data:`BASE_LR` (never tuned on test data).
+  other pilots' time is reported as ``lr search s`` (the full mode). Without a search (``--lr-grid 1``) the
+  rates are set a priori, never tuned on test data: the default mode's :data:`DEFAULT_RATES` (per task and
+  row, from the longest validation pilots of each task), --quick's :data:`BASE_LR`.
 * Epochs: the weights with the best validation PSNR (evaluated after every epoch) are the ones tested.
-* Step-size decay by rollback (``--patience N``; off for the rows by default, on for ``--long-ct`` with N =
-  40): when the validation PSNR has not improved for N epochs, or falls ``--rollback-db`` below the best,
+* Step-size decay by rollback (``--patience N``; N = 10 for the rows of the default and full modes, off for
+  the --quick rows and with ``--patience 0``, N = 40 for ``--long-ct``): when the validation PSNR has not
+  improved for N epochs, or falls ``--rollback-db`` below the best,
   a row returns to its best-validation weights with a fresh trainer state (Adam moments; the lifted
   trainers' states and step constants) and a step size multiplied by ``--lr-decay`` (training ends when the
   step would fall below 1e-3 of the base rate). The decision uses validation data only; the rollbacks are
@@ -231,6 +233,9 @@ IMAGE_MODES: dict[str, dict[str, Any]] = {
         pg=dict(iterations=5, depth=4, width=32),
         dncnn=dict(depth=12, nf=32),
         row_minutes=2.0,
+        # denoising rows were still gaining 0.2 dB of validation PSNR per minute at 2 minutes (the 12-minute
+        # run's curves); the time comes from the lr search this mode no longer runs
+        task_row_minutes={"denoise": 5.0},
         tv_iter=300,
     ),
     "full": dict(
@@ -265,7 +270,37 @@ def _pg_data_step(args, task: str) -> str:
     return PG_DATA_STEP[task] if args.pg_data_step == "auto" else args.pg_data_step
 
 
-LR_GRID = {"quick": (1.0,), "default": (1 / 3, 1.0, 3.0), "full": (1 / 3, 1.0, 3.0)}
+#: the default mode's rates per task and row (it searches no rate: at 2-minute rows its 10 % pilots decided on
+#: one or two epochs, 20 s of training, and cost 7 of its 60 minutes). All chosen on VALIDATION data by the
+#: longest pilots this script ran for that task: CT, the default run's pilots of 2026-11-26 (learned.json at
+#: 79d5af3: deepinv 3e-3, every LPD row 1e-3); denoising, the 12-minute run's 72-second pilots
+#: (learned_denoise_12min.json: DnCNN and PG-CNN 3e-3) and the lifted pilots of 2026-11-27
+#: (``pg_size_pilots.py --task denoise``, 5 minutes, ``benchmarks/results/denoise_lifted_pilots.json``);
+#: deblurring, the 10-minute run's pilots (1e-3; ISGM 1e-3 in the default run); inpainting, the default run's
+#: pilots (1e-3 both). ``--lr`` and ``--lr-grid`` override them.
+DEFAULT_RATES: dict[str, dict[str, float]] = {
+    "ct": {
+        "deepinv": 3e-3,
+        "backprop-adam": 1e-3,
+        "bregman-isgm": 1e-3,
+        "bregman-bcd": 1e-3,
+        "mac-isgm": 1e-3,
+    },
+    "denoise": {"dncnn": 3e-3, "backprop-adam": 3e-3, "bregman-isgm": 3e-3},
+    "deblur": {"backprop-adam": 1e-3, "bregman-isgm": 1e-3},
+    "inpaint": {"backprop-adam": 1e-3, "bregman-isgm": 1e-3},
+}
+#: the default mode's lifted-trainer options per task (beyond the trainers' defaults), chosen with the rates
+#: above: denoising ISGM with frozen pre-activations (validation 26.47 dB against 26.42 plain at 3e-3 and 26.30
+#: at 1e-3; back-propagation 26.91: denoise_lifted_pilots.json)
+DEFAULT_LIFTED_OPTIONS: dict[str, dict[str, dict]] = {
+    "denoise": {"bregman-isgm": {"frozen_preactivations": True}},
+}
+LR_GRID = {"quick": (1.0,), "default": (1.0,), "full": (1 / 3, 1.0, 3.0)}
+#: rollback patience of the trained rows per mode (``--patience``; 0 turns rollbacks off): the default and full
+#: rows roll back on a validation collapse or a 10-epoch plateau (the lifted denoising rows collapsed at their
+#: chosen rate without it: learned_denoise_12min.md against learned_denoise_12min_rollbacks.md)
+ROW_PATIENCE = {"quick": None, "default": 10, "full": 10}
 PILOT = {"quick": 0.2, "default": 0.1, "full": 0.1}
 
 
@@ -1000,6 +1035,8 @@ def lifted_specs(setup: Setup, methods: list[str], make, label: str, args, lr_of
     for m in methods:
         opts = {k: v for k, v in DEFAULT_OPTIONS.get(m, {}).items() if k not in ("lr", "batch_size")}
         opts["batch_size"] = setup.cfg["batch"]
+        if args.mode == "default":
+            opts.update(DEFAULT_LIFTED_OPTIONS.get(setup.task, {}).get(m, {}))
         pool = None
         if m.endswith("-bcd"):
             pool, per = _bcd_pool(setup, make, setup.cfg["bcd_pool"], args.bcd_max_mb)
@@ -1008,12 +1045,22 @@ def lifted_specs(setup: Setup, methods: list[str], make, label: str, args, lr_of
                 f"epochs, so it trains on a fixed pool of the first {pool} training samples of the stream "
                 f"(cap {args.bcd_max_mb:g} MiB) instead of fresh samples"
             )
-        specs.append(RowSpec(f"{label}, {LIFTED_LABELS[m]}", m, make, lr_of(m), opts, pool))
+        name = f"{label}, {LIFTED_LABELS[m]}" + (
+            ", frozen pre-activations" if opts.get("frozen_preactivations") else ""
+        )
+        specs.append(RowSpec(name, m, make, lr_of(m), opts, pool))
     return specs
 
 
-def _lr(args, method: str, family: str) -> float:
-    return args.lr.get(method, BASE_LR[family].get(method, 1e-3))
+def _lr(args, method: str, task: str, row: str | None = None) -> float:
+    """Base rate of ``method`` (``row``: a baseline with its own rate, ``"dncnn"`` / ``"deepinv"``) on ``task``:
+    ``--lr``, else :data:`DEFAULT_RATES` in the default mode, else :data:`BASE_LR` of the task's family."""
+    if method in args.lr:
+        return args.lr[method]
+    if args.mode == "default":
+        rates = DEFAULT_RATES[task]
+        return rates.get(row or method, rates.get(method, 1e-3))
+    return BASE_LR["ct" if task == "ct" else "image"].get(method, 1e-3)
 
 
 def run_ct(args, mode: str, device) -> dict:
@@ -1048,7 +1095,7 @@ def run_ct(args, mode: str, device) -> dict:
                 "deepinv unfolded PGD (backprop)",
                 "backprop-adam",
                 make_deepinv,
-                _lr(args, "backprop-adam", "ct"),
+                _lr(args, "backprop-adam", "ct", "deepinv"),
                 {"batch_size": cfg["batch"]},
             )
         )
@@ -1074,16 +1121,24 @@ def run_ct(args, mode: str, device) -> dict:
     return _result(setup, rows + trained, examples, tv, ctx, cfg, net_desc)
 
 
+def image_config(args, task: str, mode: str) -> dict:
+    """The settings of natural-image ``task`` in ``mode``: :data:`IMAGE_MODES` with the task's own row budget
+    (``task_row_minutes``), then the command line (``--row-minutes``, PG-CNN sizes, ``--patch``)."""
+    cfg = dict(IMAGE_MODES[mode])
+    cfg["row_minutes"] = cfg.pop("task_row_minutes", {}).get(task, cfg["row_minutes"])
+    cfg.update(_budget(args, cfg))
+    cfg["pg"] = {**cfg["pg"], **_pg_overrides(args)}
+    if args.patch is not None:
+        cfg["patch"] = args.patch
+    return cfg
+
+
 def run_image_task(task: str, args, mode: str, device) -> dict:
     import deepinv as dinv
 
     from liftinv.models import UnrolledProxGradCNN
 
-    cfg = dict(IMAGE_MODES[mode])
-    cfg.update(_budget(args, cfg))
-    cfg["pg"] = {**cfg["pg"], **_pg_overrides(args)}
-    if args.patch is not None:
-        cfg["patch"] = args.patch
+    cfg = image_config(args, task, mode)
     setup = image_setup(task, cfg, args.seed, args)
     setup.device = device
     ctx = _ctx(args, task, cfg, device)
@@ -1110,7 +1165,7 @@ def run_image_task(task: str, args, mode: str, device) -> dict:
                 f"DnCNN (deepinv, depth {dn['depth']}, {dn['nf']} ch), backprop",
                 "backprop-adam",
                 make_dncnn,
-                _lr(args, "backprop-adam", "image"),
+                _lr(args, "backprop-adam", task, "dncnn"),
                 {"batch_size": cfg["batch"]},
             )
         )
@@ -1119,12 +1174,12 @@ def run_image_task(task: str, args, mode: str, device) -> dict:
             "PG-CNN, backprop (Adam)",
             "backprop-adam",
             make_pg,
-            _lr(args, "backprop-adam", "image"),
+            _lr(args, "backprop-adam", task),
             {"batch_size": cfg["batch"]},
             reference=True,
         )
     )
-    specs += lifted_specs(setup, args.lifted, make_pg, "PG-CNN", args, lambda m: _lr(args, m, "image"))
+    specs += lifted_specs(setup, args.lifted, make_pg, "PG-CNN", args, lambda m: _lr(args, m, task))
     trained, ex = run_trained(specs, setup, ctx)
     examples.update(ex)
     net_desc = (
@@ -1355,8 +1410,11 @@ def markdown(results: list[dict], args, device, seconds: float, fig_path: Path |
         "evaluated once per row at the end: TV alpha by a decade walk and half / quarter-decade refinement; the "
         "epoch by the best validation PSNR (checked after every epoch); the learning rate "
         + (
-            "= the base rates of `BASE_LR` in the script (chosen on validation data by a preliminary lr search "
-            "of this script; no search in this run). "
+            "= the rates of `DEFAULT_RATES` in the script, per task and row (chosen on validation data by the "
+            "longest lr pilots this script ran for the task; no search in this run). "
+            if len(grid) == 1 and args.mode == "default"
+            else "= the base rates of `BASE_LR` in the script (chosen on validation data by a preliminary lr "
+            "search of this script; no search in this run). "
             if len(grid) == 1
             else f"among base x {{{', '.join(f'{m:.3g}' for m in grid)}}} (`BASE_LR`) by pilot runs of "
             f"{pilot:.0%} of the budget on validation data (the chosen pilot continues). "
@@ -1699,7 +1757,8 @@ def parse_args(argv):
         type=int,
         default=None,
         help="roll back to the best weights and decay the step size after this many epochs without a better "
-        "validation PSNR (trained rows and --long-ct; default: --long-ct 40, rows never)",
+        "validation PSNR (trained rows and --long-ct; 0: never; default: --long-ct 40, rows 10, --quick rows "
+        "never)",
     )
     p.add_argument(
         "--pg-data-step",
@@ -1745,8 +1804,11 @@ def parse_args(argv):
         p.error(f"--patch must be >= 8 pixels, got {args.patch}")
     if not 0 < args.lr_decay <= 1:
         p.error(f"--lr-decay must be in (0, 1], got {args.lr_decay}")
-    if (args.patience is not None and args.patience < 1) or args.rollback_db <= 0:
-        p.error(f"--patience must be >= 1 and --rollback-db > 0, got {args.patience} and {args.rollback_db}")
+    if (args.patience is not None and args.patience < 0) or args.rollback_db <= 0:
+        p.error(f"--patience must be >= 0 and --rollback-db > 0, got {args.patience} and {args.rollback_db}")
+    if args.patience is None and not args.long_ct:
+        args.patience = ROW_PATIENCE[args.mode]
+    args.patience = args.patience or None  # 0: no rollbacks
     return args
 
 

@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dilations", type=int_list, default=None, help="one per conv, e.g. 1,2,4,1")
     p.add_argument("--circular", action="store_true", help="circular instead of zero padding in the CNNs")
     p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--minutes", type=float, default=None, help="training wall-time budget (default: none)")
+    p.add_argument(
+        "--method", default="backprop-adam", help="backprop-adam or a lifted method (bregman-isgm)"
+    )
+    p.add_argument("--frozen", action="store_true", help="lifted: frozen_preactivations=True")
+    p.add_argument("--patience", type=int, default=None, help="rollbacks as benchmarks/learned.py --patience")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -71,10 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out_dir)
     ckpt = out / args.name
     ckpt.mkdir(parents=True, exist_ok=True)
-    ctx = bench.Ctx(torch.device("cpu"), args.seed, ckpt, float("inf"), args.epochs, (1.0,), 0.1)
-    spec = bench.RowSpec(
-        args.name, "backprop-adam", make, args.lr, {"batch_size": cfg["batch"]}, reference=True
+    budget = float("inf") if args.minutes is None else 60 * args.minutes
+    ctx = bench.Ctx(
+        torch.device("cpu"), args.seed, ckpt, budget, args.epochs, (1.0,), 0.1, patience=args.patience
     )
+    if args.method == "backprop-adam":
+        spec = bench.RowSpec(
+            args.name, args.method, make, args.lr, {"batch_size": cfg["batch"]}, reference=True
+        )
+    else:
+        (spec,) = bench.lifted_specs(
+            setup, [args.method], make, "PG-CNN", bench.parse_args([]), lambda m: args.lr
+        )
+        if args.frozen:
+            spec.options["frozen_preactivations"] = True
     model, info = bench.train_row(spec, setup, ctx)
     record = {
         "name": args.name,
@@ -84,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         "width": args.width,
         "dilations": args.dilations,
         "circular": args.circular,
+        "method": args.method,
+        "frozen": args.frozen,
+        "minutes": args.minutes,
+        "patience": args.patience,
+        "rollbacks": info.get("rollbacks"),
         "params": sum(q.numel() for q in model.parameters()),
         "lr": args.lr,
         "val_best": info["val_psnr"],

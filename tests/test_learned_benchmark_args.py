@@ -44,3 +44,54 @@ def test_pg_size_flags_reject_non_positive_values(learned, flag, capsys):
     with pytest.raises(SystemExit):
         learned.parse_args([flag, "0"])
     assert flag in capsys.readouterr().err
+
+
+def test_default_mode_gives_denoising_its_own_row_budget(learned):
+    args = learned.parse_args([])
+    assert learned.image_config(args, "denoise", "default")["row_minutes"] == 5.0
+    assert learned.image_config(args, "deblur", "default")["row_minutes"] == 2.0
+    assert "task_row_minutes" not in learned.image_config(args, "denoise", "default")
+    assert learned.image_config(args, "denoise", "quick")["row_minutes"] == 0.75
+    args = learned.parse_args(["--row-minutes", "3"])
+    assert learned.image_config(args, "denoise", "default")["row_minutes"] == 3.0
+
+
+def test_default_mode_rates_come_per_task_and_row_and_yield_to_the_command_line(learned):
+    args = learned.parse_args([])
+    assert learned.LR_GRID["default"] == (1.0,)  # no search: the rates below are used as they are
+    assert learned._lr(args, "backprop-adam", "denoise", "dncnn") == learned.DEFAULT_RATES["denoise"]["dncnn"]
+    assert learned._lr(args, "backprop-adam", "deblur") == 1e-3
+    assert learned._lr(args, "backprop-adam", "ct", "deepinv") == 3e-3
+    assert learned._lr(args, "backprop-adam", "ct") == 1e-3
+    for task, rates in learned.DEFAULT_RATES.items():
+        assert all(0 < v < 0.1 for v in rates.values()), task
+    args = learned.parse_args(["--lr", "backprop-adam=5e-4"])
+    assert learned._lr(args, "backprop-adam", "denoise", "dncnn") == 5e-4
+    quick = learned.parse_args(["--quick"])
+    assert learned._lr(quick, "backprop-adam", "deblur") == learned.BASE_LR["image"]["backprop-adam"]
+
+
+def test_row_rollbacks_default_per_mode(learned, capsys):
+    assert learned.parse_args([]).patience == 10
+    assert learned.parse_args(["--quick"]).patience is None
+    assert learned.parse_args(["--patience", "0"]).patience is None
+    assert learned.parse_args(["--patience", "20"]).patience == 20
+    assert learned.parse_args(["--long-ct"]).patience is None  # --long-ct's own default (40) applies
+    with pytest.raises(SystemExit):
+        learned.parse_args(["--patience", "-1"])
+    assert "--patience" in capsys.readouterr().err
+
+
+def test_default_mode_lifted_denoising_row_freezes_its_pre_activations(learned):
+    from types import SimpleNamespace
+
+    def spec(task, *flags):
+        setup = SimpleNamespace(task=task, cfg={"batch": 16}, notes=[])
+        args = learned.parse_args(list(flags))
+        (s,) = learned.lifted_specs(setup, ["bregman-isgm"], None, "PG-CNN", args, lambda m: 1e-3)
+        return s
+
+    assert spec("denoise").options["frozen_preactivations"] is True
+    assert spec("denoise").label.endswith("frozen pre-activations")
+    assert "frozen_preactivations" not in spec("deblur").options
+    assert "frozen_preactivations" not in spec("denoise", "--quick").options
