@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         "--method", default="backprop-adam", help="backprop-adam or a lifted method (bregman-isgm)"
     )
     p.add_argument("--frozen", action="store_true", help="lifted: frozen_preactivations=True")
+    p.add_argument(
+        "--inner", type=int, default=None, help="lifted: rounds per mini-batch (trainer default 1)"
+    )
+    p.add_argument("--sweeps", type=int, default=None, help="lifted: state sweeps per round (default 1)")
     p.add_argument("--patience", type=int, default=None, help="rollbacks as benchmarks/learned.py --patience")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -91,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.frozen:
             spec.options["frozen_preactivations"] = True
+        if args.inner is not None:
+            spec.options["inner"] = args.inner
+        if args.sweeps is not None:
+            spec.options["sweeps"] = args.sweeps
     model, info = bench.train_row(spec, setup, ctx)
     record = {
         "name": args.name,
@@ -102,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         "circular": args.circular,
         "method": args.method,
         "frozen": args.frozen,
+        "inner": args.inner,
+        "sweeps": args.sweeps,
         "minutes": args.minutes,
         "patience": args.patience,
         "rollbacks": info.get("rollbacks"),

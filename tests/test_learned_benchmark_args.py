@@ -82,7 +82,7 @@ def test_row_rollbacks_default_per_mode(learned, capsys):
     assert "--patience" in capsys.readouterr().err
 
 
-def test_default_mode_lifted_denoising_row_freezes_its_pre_activations(learned):
+def test_default_mode_lifted_denoising_row_freezes_its_pre_activations_and_sweeps_twice(learned):
     from types import SimpleNamespace
 
     def spec(task, *flags):
@@ -92,6 +92,7 @@ def test_default_mode_lifted_denoising_row_freezes_its_pre_activations(learned):
         return s
 
     assert spec("denoise").options["frozen_preactivations"] is True
-    assert spec("denoise").label.endswith("frozen pre-activations")
+    assert spec("denoise").options["sweeps"] == 2
+    assert spec("denoise").label.endswith("frozen pre-activations, 2 sweeps")
     assert "frozen_preactivations" not in spec("deblur").options
     assert "frozen_preactivations" not in spec("denoise", "--quick").options
