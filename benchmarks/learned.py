@@ -1029,15 +1029,38 @@ def _bcd_pool(setup: Setup, make: Callable[[], nn.Module], want: int, max_mb: fl
     return max(setup.cfg["batch"], min(want, int(max_mb // max(per, 1e-9)))), per
 
 
+def _lifted_variant(text: str) -> tuple[str, dict]:
+    """``"bregman-isgm+frozen+sweeps=2"`` -> ``("bregman-isgm", {"frozen_preactivations": True, "sweeps": 2})``:
+    a lifted method of ``--lifted`` / ``--ct-lifted`` with trainer options beyond the mode's."""
+    method, *parts = text.split("+")
+    if method not in LIFTED_LABELS:
+        raise ValueError(
+            f"lifted method must be one of {', '.join(LIFTED_LABELS)}, got {method!r} in {text!r}"
+        )
+    extra: dict = {}
+    for part in parts:
+        if part == "frozen":
+            extra["frozen_preactivations"] = True
+        elif part.startswith("sweeps=") and part[7:].isdigit() and int(part[7:]) >= 1:
+            extra["sweeps"] = int(part[7:])
+        else:
+            raise ValueError(
+                f"lifted variant suffixes are +frozen and +sweeps=N (N >= 1), got {part!r} in {text!r}"
+            )
+    return method, extra
+
+
 def lifted_specs(setup: Setup, methods: list[str], make, label: str, args, lr_of) -> list[RowSpec]:
     from liftinv.unrolled.train import DEFAULT_OPTIONS
 
     specs = []
-    for m in methods:
+    for variant in methods:
+        m, extra = _lifted_variant(variant)
         opts = {k: v for k, v in DEFAULT_OPTIONS.get(m, {}).items() if k not in ("lr", "batch_size")}
         opts["batch_size"] = setup.cfg["batch"]
         if args.mode == "default":
             opts.update(DEFAULT_LIFTED_OPTIONS.get(setup.task, {}).get(m, {}))
+        opts.update(extra)
         pool = None
         if m.endswith("-bcd"):
             pool, per = _bcd_pool(setup, make, setup.cfg["bcd_pool"], args.bcd_max_mb)
@@ -1727,7 +1750,12 @@ def parse_args(argv):
         "--pilot", type=float, default=None, help="pilot budget of the lr search (fraction of a row)"
     )
     p.add_argument("--lr", default="", help="base rates, e.g. backprop-adam=1e-3,bregman-isgm=3e-3")
-    p.add_argument("--lifted", default="bregman-isgm", help="lifted methods of the natural-image tasks")
+    p.add_argument(
+        "--lifted",
+        default="bregman-isgm",
+        help="lifted methods of the natural-image tasks; suffixes +frozen (frozen pre-activations) and "
+        "+sweeps=N (state sweeps per round), e.g. bregman-isgm+frozen+sweeps=2",
+    )
     p.add_argument(
         "--ct-lifted", default="bregman-isgm,bregman-bcd,mac-isgm", help="lifted methods of the CT task"
     )
@@ -1795,6 +1823,12 @@ def parse_args(argv):
     args.lr_grid = tuple(float(v) for v in args.lr_grid.split(",")) if args.lr_grid else None
     args.lifted = [m.strip() for m in args.lifted.split(",") if m.strip()]
     args.ct_lifted = [m.strip() for m in args.ct_lifted.split(",") if m.strip()]
+    for flag, methods in (("--lifted", args.lifted), ("--ct-lifted", args.ct_lifted)):
+        for m in methods:
+            try:
+                _lifted_variant(m)
+            except ValueError as err:
+                p.error(f"{flag}: {err}")
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     bad = [t for t in args.tasks if t not in TASKS]
     if bad:

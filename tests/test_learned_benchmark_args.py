@@ -96,3 +96,26 @@ def test_default_mode_lifted_denoising_row_freezes_its_pre_activations_and_sweep
     assert spec("denoise").label.endswith("frozen pre-activations, 2 sweeps")
     assert "frozen_preactivations" not in spec("deblur").options
     assert "frozen_preactivations" not in spec("denoise", "--quick").options
+
+
+def test_lifted_variant_suffixes_set_trainer_options_and_bad_ones_are_refused(learned, capsys):
+    assert learned._lifted_variant("bregman-isgm") == ("bregman-isgm", {})
+    assert learned._lifted_variant("bregman-isgm+frozen+sweeps=2") == (
+        "bregman-isgm",
+        {"frozen_preactivations": True, "sweeps": 2},
+    )
+    for bad in ("bregman-isgm+fast", "bregman-isgm+sweeps=0", "adam+frozen"):
+        with pytest.raises(ValueError, match="got"):
+            learned._lifted_variant(bad)
+    with pytest.raises(SystemExit):
+        learned.parse_args(["--ct-lifted", "bregman-isgm+sweeps=x"])
+    assert "--ct-lifted" in capsys.readouterr().err
+    args = learned.parse_args(["--tasks", "ct", "--ct-lifted", "bregman-isgm+frozen"])
+    from types import SimpleNamespace
+
+    setup = SimpleNamespace(task="ct", cfg={"batch": 8}, notes=[])
+    (spec,) = learned.lifted_specs(
+        setup, args.ct_lifted, None, "LPD", args, lambda m: {"bregman-isgm": 1e-3}[m]
+    )
+    assert spec.method == "bregman-isgm" and spec.options["frozen_preactivations"] is True
+    assert spec.label == "LPD, lifted Bregman ISGM, frozen pre-activations"
