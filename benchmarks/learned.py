@@ -76,6 +76,9 @@ Usage::
     # another PG-CNN size or training patch (both enter the checkpoint folder's key):
     .venv/bin/python benchmarks/learned.py --tasks deblur --pg-iterations 8 --pg-depth 4 --pg-width 32
         --patch 64 --row-minutes 60 --lr backprop-adam=1e-3 --lr-grid 1 --lifted '' --patience 20
+    # lifted variants side by side (suffixes +frozen, +sweeps=N; the default mode's own: DEFAULT_LIFTED_OPTIONS):
+    .venv/bin/python benchmarks/learned.py --tasks ct --no-deepinv
+        --ct-lifted bregman-isgm,bregman-isgm+frozen,bregman-isgm+frozen+sweeps=2
 
 Writes ``learned.md``, ``learned.json`` and ``learned.png`` into ``--out-dir`` (default benchmarks/results).
 """
