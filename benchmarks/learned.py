@@ -138,8 +138,9 @@ DESCRIPTIONS = {
 #: --pilot 1, --quick sizes, 45 s (CT) / 36 s (denoising) pilots, 2026-11-26): CT backprop 1e-3 (36.06 dB vs
 #: 35.93 at 3e-3, 30.50 at 1e-2), ISGM 3e-3 (33.98 vs 33.84 / 32.01), MAC 1e-3 (34.63 vs 34.33 / 28.44);
 #: denoising backprop 3e-3 (DnCNN 26.31 vs 25.94 / 26.25; PG-CNN 26.57 vs 26.09 / 26.49), ISGM 3e-3 (25.61 vs
-#: 25.49 / 24.75). BCD (not in that search) takes the ISGM rate. The default and full modes search base x
-#: --lr-grid again on their own validation sets; --quick uses these rates as they are.
+#: 25.49 / 24.75). BCD (not in that search) takes the ISGM rate. The full mode searches base x --lr-grid again
+#: on its own validation sets; --quick uses these rates as they are; the default mode has its own
+#: (:data:`DEFAULT_RATES`).
 BASE_LR = {
     "ct": {
         "backprop-adam": 1e-3,
@@ -1791,8 +1792,8 @@ def parse_args(argv):
         type=int,
         default=None,
         help="roll back to the best weights and decay the step size after this many epochs without a better "
-        "validation PSNR (trained rows and --long-ct; 0: never; default: --long-ct 40, rows 10, --quick rows "
-        "never)",
+        "validation PSNR (trained rows and --long-ct; default: --long-ct 40, rows 10, --quick rows never; 0: "
+        "rows never)",
     )
     p.add_argument(
         "--pg-data-step",
