@@ -1054,7 +1054,12 @@ def _lifted_variant(text: str) -> tuple[str, dict]:
     return method, extra
 
 
-def lifted_specs(setup: Setup, methods: list[str], make, label: str, args, lr_of) -> list[RowSpec]:
+def lifted_specs(
+    setup: Setup, methods: list[str], make, label: str, args, lr_of, mode_defaults: bool = True
+) -> list[RowSpec]:
+    """One row per lifted method (``"method+suffix..."``, :func:`_lifted_variant`): the trainer's
+    ``DEFAULT_OPTIONS``, then (``mode_defaults``) the default mode's :data:`DEFAULT_LIFTED_OPTIONS`, then the
+    suffixes."""
     from liftinv.unrolled.train import DEFAULT_OPTIONS
 
     specs = []
@@ -1062,7 +1067,7 @@ def lifted_specs(setup: Setup, methods: list[str], make, label: str, args, lr_of
         m, extra = _lifted_variant(variant)
         opts = {k: v for k, v in DEFAULT_OPTIONS.get(m, {}).items() if k not in ("lr", "batch_size")}
         opts["batch_size"] = setup.cfg["batch"]
-        if args.mode == "default":
+        if mode_defaults and args.mode == "default":
             opts.update(DEFAULT_LIFTED_OPTIONS.get(setup.task, {}).get(m, {}))
         opts.update(extra)
         pool = None

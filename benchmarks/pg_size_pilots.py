@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out-dir", default="/tmp/pg_size_pilots")
     args = p.parse_args(argv)
+    if args.method != "backprop-adam":
+        try:
+            bench._lifted_variant(args.method + (f"+sweeps={args.sweeps}" if args.sweeps is not None else ""))
+        except ValueError as err:
+            p.error(f"--method / --sweeps: {err}")
     torch.set_num_threads(args.threads)
     from liftinv.models import UnrolledProxGradCNN
 
@@ -90,15 +95,15 @@ def main(argv: list[str] | None = None) -> int:
             args.name, args.method, make, args.lr, {"batch_size": cfg["batch"]}, reference=True
         )
     else:
+        # the flags say every option: the benchmark's default-mode options (DEFAULT_LIFTED_OPTIONS, chosen by
+        # these pilots) are not added, so a pilot's command line reproduces it
+        variant = args.method + ("+frozen" if args.frozen else "")
+        variant += f"+sweeps={args.sweeps}" if args.sweeps is not None else ""
         (spec,) = bench.lifted_specs(
-            setup, [args.method], make, "PG-CNN", bench.parse_args([]), lambda m: args.lr
+            setup, [variant], make, "PG-CNN", bench.parse_args([]), lambda m: args.lr, mode_defaults=False
         )
-        if args.frozen:
-            spec.options["frozen_preactivations"] = True
         if args.inner is not None:
             spec.options["inner"] = args.inner
-        if args.sweeps is not None:
-            spec.options["sweeps"] = args.sweeps
     model, info = bench.train_row(spec, setup, ctx)
     record = {
         "name": args.name,

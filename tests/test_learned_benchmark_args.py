@@ -85,10 +85,12 @@ def test_row_rollbacks_default_per_mode(learned, capsys):
 def test_default_mode_lifted_denoising_row_freezes_its_pre_activations_and_sweeps_twice(learned):
     from types import SimpleNamespace
 
-    def spec(task, *flags):
+    def spec(task, *flags, mode_defaults=True):
         setup = SimpleNamespace(task=task, cfg={"batch": 16}, notes=[])
         args = learned.parse_args(list(flags))
-        (s,) = learned.lifted_specs(setup, ["bregman-isgm"], None, "PG-CNN", args, lambda m: 1e-3)
+        (s,) = learned.lifted_specs(
+            setup, ["bregman-isgm"], None, "PG-CNN", args, lambda m: 1e-3, mode_defaults=mode_defaults
+        )
         return s
 
     assert spec("denoise").options["frozen_preactivations"] is True
@@ -96,6 +98,9 @@ def test_default_mode_lifted_denoising_row_freezes_its_pre_activations_and_sweep
     assert spec("denoise").label.endswith("frozen pre-activations, 2 sweeps")
     assert "frozen_preactivations" not in spec("deblur").options
     assert "frozen_preactivations" not in spec("denoise", "--quick").options
+    # the pilots (pg_size_pilots.py) ask for every option themselves
+    assert "frozen_preactivations" not in spec("denoise", mode_defaults=False).options
+    assert spec("denoise", mode_defaults=False).label == "PG-CNN, lifted Bregman ISGM"
 
 
 def test_lifted_variant_suffixes_set_trainer_options_and_bad_ones_are_refused(learned, capsys):
