@@ -11,6 +11,8 @@ Usage::
     .venv/bin/python benchmarks/pg_size_pilots.py A --iterations 5 --depth 4 --width 32
     .venv/bin/python benchmarks/pg_size_pilots.py F --depth 7 --dilations 1,2,3,4,3,2,1
     .venv/bin/python benchmarks/pg_size_pilots.py G --circular     # circular padding in every conv
+    .venv/bin/python benchmarks/pg_size_pilots.py U16 --prox unet --width 16   # pilot-only proximal steps
+    .venv/bin/python benchmarks/pg_size_pilots.py M5 --prox memory --memory 5  # (pilot_architectures.py)
 
 Figures of 2026-11-27 (deblurring, 50 epochs, lr 1e-3): README, "Learned reconstruction";
 ``benchmarks/results/pg_size_pilots.json``.
@@ -29,6 +31,7 @@ from liftinv.commands.train import int_list
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import learned as bench  # noqa: E402
+from pilot_architectures import PILOT_PROX  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--dilations", type=int_list, default=None, help="one per conv, e.g. 1,2,4,1")
     p.add_argument("--circular", action="store_true", help="circular instead of zero padding in the CNNs")
+    p.add_argument(
+        "--prox",
+        default="dncnn",
+        choices=("dncnn", *PILOT_PROX),
+        help="proximal step: the library's DnCNN-like CNN, or a pilot-only U-Net / memory CNN (backprop only)",
+    )
+    p.add_argument("--levels", type=int, default=2, help="--prox unet: downsamplings")
+    p.add_argument("--convs", type=int, default=2, help="--prox unet: convs per level")
+    p.add_argument("--memory", type=int, default=5, help="--prox memory: memory channels")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--minutes", type=float, default=None, help="training wall-time budget (default: none)")
     p.add_argument(
@@ -56,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out-dir", default="/tmp/pg_size_pilots")
     args = p.parse_args(argv)
+    if args.prox != "dncnn" and (args.method != "backprop-adam" or args.dilations or args.circular):
+        p.error(f"--prox {args.prox} is a backprop-only pilot without --dilations / --circular")
     if args.method != "backprop-adam":
         try:
             bench._lifted_variant(args.method + (f"+sweeps={args.sweeps}" if args.sweeps is not None else ""))
@@ -70,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     setup.device = torch.device("cpu")
 
     def make():
+        common = dict(iterations=args.iterations, init=bench.PG_INIT[args.task], seed=args.seed)
+        if args.prox == "unet":
+            return PILOT_PROX["unet"](
+                setup.operator, width=args.width, levels=args.levels, convs=args.convs, **common
+            )
+        if args.prox == "memory":
+            return PILOT_PROX["memory"](
+                setup.operator, memory=args.memory, depth=args.depth, width=args.width, **common
+            )
         net = UnrolledProxGradCNN(
             setup.operator,
             **cfg["pg"],
@@ -113,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         "width": args.width,
         "dilations": args.dilations,
         "circular": args.circular,
+        "prox": args.prox,
+        **({"levels": args.levels, "convs": args.convs} if args.prox == "unet" else {}),
+        **({"memory": args.memory} if args.prox == "memory" else {}),
         "method": args.method,
         "frozen": args.frozen,
         "inner": args.inner,
