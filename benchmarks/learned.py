@@ -1158,13 +1158,15 @@ def run_ct(args, mode: str, device) -> dict:
 
 def image_config(args, task: str, mode: str) -> dict:
     """The settings of natural-image ``task`` in ``mode``: :data:`IMAGE_MODES` with the task's own row budget
-    (``task_row_minutes``), then the command line (``--row-minutes``, PG-CNN sizes, ``--patch``)."""
+    (``task_row_minutes``), then the command line (``--row-minutes``, PG-CNN sizes, ``--patch``, ``--batch``)."""
     cfg = dict(IMAGE_MODES[mode])
     cfg["row_minutes"] = cfg.pop("task_row_minutes", {}).get(task, cfg["row_minutes"])
     cfg.update(_budget(args, cfg))
     cfg["pg"] = {**cfg["pg"], **_pg_overrides(args)}
     if args.patch is not None:
         cfg["patch"] = args.patch
+    if args.batch is not None:
+        cfg["batch"] = args.batch
     return cfg
 
 
@@ -1785,7 +1787,12 @@ def parse_args(argv):
     )
     p.add_argument("--lpd-iterations", type=int, default=None, help="--long-ct: LPD iterations (default 10)")
     p.add_argument("--lpd-width", type=int, default=None, help="--long-ct: LPD channels (default 32)")
-    p.add_argument("--batch", type=int, default=None, help="--long-ct: batch size (default 4)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="batch size: --long-ct (default 4) and the natural-image tasks (default per mode); not the CT rows",
+    )
     p.add_argument(
         "--rollback-db",
         type=float,
@@ -1842,7 +1849,7 @@ def parse_args(argv):
     bad = [t for t in args.tasks if t not in TASKS]
     if bad:
         p.error(f"unknown task(s) {', '.join(bad)}; choose from {', '.join(TASKS)}")
-    for flag in ("pg_iterations", "pg_depth", "pg_width"):
+    for flag in ("pg_iterations", "pg_depth", "pg_width", "batch"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")

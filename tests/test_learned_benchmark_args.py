@@ -124,3 +124,18 @@ def test_lifted_variant_suffixes_set_trainer_options_and_bad_ones_are_refused(le
     )
     assert spec.method == "bregman-isgm" and spec.options["frozen_preactivations"] is True
     assert spec.label == "LPD, lifted Bregman ISGM, frozen pre-activations"
+
+
+def test_batch_flag_sets_the_natural_image_batch_and_enters_the_checkpoint_key(learned, tmp_path):
+    args = learned.parse_args(["--tasks", "deblur", "--batch", "64"])
+    assert learned.image_config(args, "deblur", "default")["batch"] == 64
+    default = learned.image_config(learned.parse_args([]), "deblur", "default")["batch"]
+    assert default == learned.IMAGE_MODES["default"]["batch"]
+
+    def folder(*flags):
+        a = learned.parse_args(["--checkpoint-dir", str(tmp_path), *flags])
+        return learned._ctx(a, "deblur", learned.image_config(a, "deblur", "default"), torch.device("cpu"))
+
+    assert folder("--batch", "64").ckpt_dir != folder().ckpt_dir
+    with pytest.raises(SystemExit):
+        learned.parse_args(["--batch", "0"])
