@@ -103,7 +103,7 @@ def _accepted_values() -> dict[tuple[str, str], list[str]]:
         ("simulate", "--operator"): list(reconstruct.OPERATOR_NAMES),
         ("demo", "--task"): list(demo.DEMO_TASKS),
         ("invert", "--method"): ["lifted", "gradient"],
-        ("invert", "--model"): ["perceptron", "autoencoder"],
+        ("invert", "--model"): list(invert.MODELS),
     }
     assert callable(invert.run)  # the invert values are checked by the command itself (test_cli_invert)
     return values

@@ -18,6 +18,11 @@ and writes a figure: truth | output f | reconstruction.
   ``--image-size`` -> ``--features``), test image Shepp-Logan (``--image``: ``shepp-logan``, ``phantom``);
 * ``autoencoder``: the encoder of the convolutional autoencoder of :func:`liftinv.inversion.recipes.autoencoder`
   (trained on first use, ~30 s, cached in ``--cache``), test image a held-out digit (``--image`` = its index);
+* ``natural-encoder``, ``autoencoder128``, ``resnet-features``, ``unrolled``: the other recipes of
+  :data:`liftinv.inversion.recipes.RECIPES` (:func:`~liftinv.inversion.recipes.get_recipe`; the trained ones are
+  built on first use and cached in ``--cache``; the natural-image encoders train on ``--images DIR``, default
+  bundled scikit-image images), test input ``--image`` = an index into the recipe's held-out test inputs, TV
+  weight the recipe's ``alpha``;
 * ``PATH``: a TorchScript archive (``torch.jit.save(torch.jit.script(model))``; gradient inversion, and lifted
   inversion when the scripted module is a liftable ``nn.Sequential``), or weights plus a plain configuration, read
   with ``torch.load(weights_only=True)``: the ``model.pt``
@@ -34,12 +39,19 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
+import warnings
 from typing import Any
 
 from liftinv.commands.help_format import DefaultsOnceHelpFormatter
 from liftinv.commands.threads import add_threads_argument, use_threads
 
-MODELS = ("perceptron", "autoencoder")
+#: recipes of :data:`liftinv.inversion.recipes.RECIPES` run through their ``InversionProblem`` (test inputs,
+#: alpha); "perceptron" and "autoencoder" keep their own options (--image-size / --features, digit index)
+RECIPE_MODELS = ("natural-encoder", "autoencoder128", "resnet-features", "unrolled")
+#: recipes that train a network on first use and cache it (``path=``)
+_CACHED = ("natural-encoder", "autoencoder128", "resnet-features")
+MODELS = ("perceptron", "autoencoder", *RECIPE_MODELS)
 
 
 def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParser:
@@ -70,7 +82,8 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     parser.add_argument(
         "--model",
         default="perceptron",
-        help="perceptron | autoencoder | PATH (model.pt of train-classifier, model file of train, autoencoder cache)",
+        help="perceptron | autoencoder | natural-encoder | autoencoder128 | resnet-features | unrolled | PATH "
+        "(model.pt of train-classifier, model file of train, autoencoder cache)",
     )
     parser.add_argument(
         "--noise", type=float, default=0.02, help="relative noise level delta (f += delta ||f|| e/||e||)"
@@ -112,7 +125,14 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     parser.add_argument(
         "--image",
         default=None,
-        help="test image: shepp-logan | phantom (perceptron, PATH), or a held-out digit index (autoencoder)",
+        help="test image: shepp-logan | phantom (perceptron, PATH), or an index into the held-out test inputs "
+        "(autoencoder and the other recipes; default 0)",
+    )
+    parser.add_argument(
+        "--images",
+        default=None,
+        help="natural-encoder / autoencoder128: folder of training images (e.g. ../shared/data/Train400; "
+        "default bundled scikit-image images)",
     )
     parser.add_argument("--image-size", type=int, default=64, help="perceptron: image side")
     parser.add_argument("--features", type=int, default=512, help="perceptron: number of outputs")
@@ -122,8 +142,9 @@ def add_parser(subparsers: Any, name: str, help_: str) -> argparse.ArgumentParse
     parser.add_argument(
         "--cache",
         default=None,
-        help="autoencoder cache file or folder (default: the user cache folder, $XDG_CACHE_HOME/liftinv or "
-        "~/.cache/liftinv, one file per setting)",
+        help="cache file or folder of the trained recipes (autoencoder, natural-encoder, autoencoder128, "
+        "resnet-features; default: the user cache folder, $XDG_CACHE_HOME/liftinv or ~/.cache/liftinv, one file "
+        "per setting)",
     )
     parser.add_argument("--out", default="inversion.png", help="output figure (png, pdf, svg); '' for none")
     add_threads_argument(parser)
@@ -272,6 +293,17 @@ def load_model(path: str):
     )
 
 
+def _input_index(image: str | None, n: int) -> int:
+    """``--image`` as an index into a recipe's ``n`` held-out test inputs (default 0)."""
+    try:
+        k = int(image or 0)
+    except ValueError:
+        raise InvertError(f"--image must be an index of a held-out test input, got {image!r}") from None
+    if not 0 <= k < n:
+        raise InvertError(f"--image must be in [0, {n - 1}], got {k}")
+    return k
+
+
 def _problem(args) -> dict[str, Any]:
     """Model, truth image, input shape and default alpha for ``args.model``."""
     import torch
@@ -294,20 +326,28 @@ def _problem(args) -> dict[str, Any]:
     if args.model == "autoencoder":
         cache = args.cache or user_cache_dir()  # a folder: one file per setting (seed included)
         prob = recipes.get_recipe("autoencoder", path=cache, seed=args.seed, n_images=297)
-        try:
-            k = int(args.image or 0)
-        except ValueError:
-            raise InvertError(
-                f"--image must be a digit index for the autoencoder, got {args.image!r}"
-            ) from None
-        if not 0 <= k < prob.inputs.shape[0]:
-            raise InvertError(f"--image must be in [0, {prob.inputs.shape[0] - 1}], got {k}")
+        k = _input_index(args.image, prob.inputs.shape[0])
         return {
             "model": prob.model,
             "u": prob.inputs[k : k + 1],
             "input_shape": (1, 16, 16),
             "alpha": 3e-3,
             "extras": {"decoder": prob.extras["decoder"]},
+        }
+    if args.model in RECIPE_MODELS:
+        kw: dict[str, Any] = {"seed": args.seed}
+        if args.model in _CACHED:
+            kw["path"] = args.cache or user_cache_dir()
+        if args.images is not None:
+            kw["images"] = args.images
+        prob = recipes.get_recipe(args.model, **kw)
+        k = _input_index(args.image, prob.inputs.shape[0])
+        return {
+            "model": prob.model,
+            "u": prob.inputs[k : k + 1],
+            "input_shape": tuple(prob.input_shape),
+            "alpha": prob.alpha,
+            "extras": {"decoder": prob.extras["decoder"]} if "decoder" in prob.extras else {},
         }
     model, extras = load_model(args.model)
     if isinstance(model, torch.jit.ScriptModule) and args.method == "lifted":
@@ -410,6 +450,13 @@ def run(args: argparse.Namespace) -> int:
         raise InvertError("--image-size must be >= 4 and --features >= 1")
     if args.model == "perceptron":
         _check_perceptron_size(args.image_size, args.features, args.double)
+    if args.images is not None:
+        if args.model not in ("natural-encoder", "autoencoder128"):
+            raise InvertError(
+                f"--images is the training folder of natural-encoder / autoencoder128, not of --model {args.model}"
+            )
+        if not os.path.isdir(args.images):
+            raise InvertError(f"--images {args.images!r}: no such folder")
     if args.out:
         _check_out(args.out)
 
@@ -436,24 +483,31 @@ def run(args: argparse.Namespace) -> int:
     e = torch.randn(f0.shape, generator=g, dtype=dtype).to(dev)
     f = f0 + args.noise * f0.norm() * e / e.norm().clamp(min=1e-30)
     alpha = prob["alpha"] if args.alpha is None else args.alpha
-    res = invert(
-        model,
-        f,
-        regulariser="tv",
-        alpha=alpha,
-        method=args.method,
-        solver=args.solver,
-        coupling=args.coupling,
-        lambdas=args.lambdas,
-        inertia=args.inertia,
-        max_iter=args.iters,
-        device=dev,
-        dtype=dtype,
-        progress=not args.no_progress,
-        seed=args.seed,
-        input_shape=prob["input_shape"],
-        image_shape=prob.get("image_shape"),
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        res = invert(
+            model,
+            f,
+            regulariser="tv",
+            alpha=alpha,
+            method=args.method,
+            solver=args.solver,
+            coupling=args.coupling,
+            lambdas=args.lambdas,
+            inertia=args.inertia,
+            max_iter=args.iters,
+            device=dev,
+            dtype=dtype,
+            progress=not args.no_progress,
+            seed=args.seed,
+            input_shape=prob["input_shape"],
+            image_shape=prob.get("image_shape"),
+        )
+    for w in caught:  # the API's own warnings as one plain line each; others as Python shows them
+        if issubclass(w.category, RuntimeWarning) and str(w.message).startswith("gradient inversion"):
+            print(f"liftinv invert: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     from liftinv.metrics import psnr as psnr_of
     from liftinv.metrics import ssim as ssim_of
 

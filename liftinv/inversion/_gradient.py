@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -114,7 +115,20 @@ def _invert_gradient(ctx: _Context, u: Tensor, solver: str, lr: float, tv_eps: f
             converged = True
             break
     elapsed = _stop_clock(ctx, bar, t0)
+    start = u
     u = x.detach()
+    if torch.equal(u, start):
+        # a zero gradient at the start (every ReLU / soft-threshold unit inactive, e.g. at init="zeros" for a
+        # network with a dead zone around 0) is a stationary point the solver cannot leave: say so instead of
+        # returning the start as a converged answer silently
+        info["stuck_at_start"] = True
+        warnings.warn(
+            f"gradient inversion ({solver}) did not move from its initial u in {it} iterations: the gradient of "
+            "the objective is zero there (e.g. every ReLU / soft-threshold unit inactive at init='zeros'). "
+            "Start from another init or use method='lifted', whose states are not tied to the network's gradient",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     if solver == "pdhg":
         info.update(lipschitz=stepper.lip, step=1.0 / stepper.lip)
     with torch.no_grad():

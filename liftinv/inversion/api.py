@@ -284,6 +284,14 @@ def invert(
     liftinv.lifted.LiftingError, liftinv.lifted.activations.NotProximalError
         ``method="lifted"`` on a network with a layer that cannot be lifted (max pooling, batch norm, GELU...).
 
+    Warns
+    -----
+    RuntimeWarning
+        ``method="gradient"`` when ``u`` never moved from ``init``: the objective's gradient is zero there (every
+        ReLU / soft-threshold unit inactive, e.g. at ``init="zeros"`` for a network flat around 0), a stationary
+        point the solver cannot leave; ``info["stuck_at_start"]`` is then True. The lifted method does not share
+        this trap (its states are variables of their own).
+
     Examples
     --------
     >>> import torch
