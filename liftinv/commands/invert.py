@@ -49,8 +49,10 @@ from liftinv.commands.threads import add_threads_argument, use_threads
 #: recipes of :data:`liftinv.inversion.recipes.RECIPES` run through their ``InversionProblem`` (test inputs,
 #: alpha); "perceptron" and "autoencoder" keep their own options (--image-size / --features, digit index)
 RECIPE_MODELS = ("natural-encoder", "autoencoder128", "resnet-features", "unrolled")
+#: recipes whose encoder trains on natural images (``--images``)
+_NATURAL = ("natural-encoder", "autoencoder128")
 #: recipes that train a network on first use and cache it (``path=``)
-_CACHED = ("natural-encoder", "autoencoder128", "resnet-features")
+_CACHED = (*_NATURAL, "resnet-features")
 MODELS = ("perceptron", "autoencoder", *RECIPE_MODELS)
 
 
@@ -347,7 +349,7 @@ def _problem(args) -> dict[str, Any]:
             "u": prob.inputs[k : k + 1],
             "input_shape": tuple(prob.input_shape),
             "alpha": prob.alpha,
-            "extras": {"decoder": prob.extras["decoder"]} if "decoder" in prob.extras else {},
+            "extras": prob.extras,
         }
     model, extras = load_model(args.model)
     if isinstance(model, torch.jit.ScriptModule) and args.method == "lifted":
@@ -451,7 +453,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model == "perceptron":
         _check_perceptron_size(args.image_size, args.features, args.double)
     if args.images is not None:
-        if args.model not in ("natural-encoder", "autoencoder128"):
+        if args.model not in _NATURAL:
             raise InvertError(
                 f"--images is the training folder of natural-encoder / autoencoder128, not of --model {args.model}"
             )
@@ -462,7 +464,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from liftinv.inversion import invert
+    from liftinv.inversion import StuckAtStartWarning, invert
     from liftinv.training import resolve_device
 
     use_threads(args)
@@ -503,8 +505,8 @@ def run(args: argparse.Namespace) -> int:
             input_shape=prob["input_shape"],
             image_shape=prob.get("image_shape"),
         )
-    for w in caught:  # the API's own warnings as one plain line each; others as Python shows them
-        if issubclass(w.category, RuntimeWarning) and str(w.message).startswith("gradient inversion"):
+    for w in caught:  # the API's own warning as one plain line; others as Python shows them
+        if issubclass(w.category, StuckAtStartWarning):
             print(f"liftinv invert: warning: {w.message}", file=sys.stderr)
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)

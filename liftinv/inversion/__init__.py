@@ -16,6 +16,7 @@ from liftinv.inversion.api import (
     METHODS,
     REGULARISERS,
     InversionResult,
+    StuckAtStartWarning,
     input_shape_of,
     invert,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "METHODS",
     "REGULARISERS",
     "InversionResult",
+    "StuckAtStartWarning",
     "input_shape_of",
     "invert",
 ]

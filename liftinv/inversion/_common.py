@@ -28,6 +28,12 @@ LIFTED_SOLVERS = ("pdhg", "adam")
 # ---------------------------------------------------------------------------------------------------------
 # result
 # ---------------------------------------------------------------------------------------------------------
+class StuckAtStartWarning(RuntimeWarning):
+    """Gradient inversion ended where it started: the objective's gradient is zero at ``init`` (every ReLU /
+    soft-threshold unit inactive, e.g. at ``init="zeros"`` for a network flat around 0), a stationary point the
+    solver cannot leave. Filter or catch it by this class (``liftinv invert`` prints it as one line)."""
+
+
 @dataclass
 class InversionResult:
     """Result of :func:`invert`.

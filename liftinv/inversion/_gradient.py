@@ -12,6 +12,7 @@ from torch import Tensor
 from liftinv.inversion._common import (
     _PATIENCE,
     InversionResult,
+    StuckAtStartWarning,
     _adam_step,
     _clamp,
     _Context,
@@ -126,7 +127,7 @@ def _invert_gradient(ctx: _Context, u: Tensor, solver: str, lr: float, tv_eps: f
             f"gradient inversion ({solver}) did not move from its initial u in {it} iterations: the gradient of "
             "the objective is zero there (e.g. every ReLU / soft-threshold unit inactive at init='zeros'). "
             "Start from another init or use method='lifted', whose states are not tied to the network's gradient",
-            RuntimeWarning,
+            StuckAtStartWarning,
             stacklevel=3,
         )
     if solver == "pdhg":

@@ -95,6 +95,7 @@ from liftinv.inversion._common import (
     METHODS,
     REGULARISERS,
     InversionResult,
+    StuckAtStartWarning,
     _box,
     _check_alpha,
     _clamp,
@@ -106,6 +107,7 @@ from liftinv.inversion._lifted import _invert_lifted
 
 __all__ = [
     "InversionResult",
+    "StuckAtStartWarning",
     "invert",
     "input_shape_of",
     "REGULARISERS",
@@ -286,8 +288,8 @@ def invert(
 
     Warns
     -----
-    RuntimeWarning
-        ``method="gradient"`` when ``u`` never moved from ``init``: the objective's gradient is zero there (every
+    StuckAtStartWarning
+        (a ``RuntimeWarning``) ``method="gradient"`` when ``u`` never moved from ``init``: the objective's gradient is zero there (every
         ReLU / soft-threshold unit inactive, e.g. at ``init="zeros"`` for a network flat around 0), a stationary
         point the solver cannot leave; ``info["stuck_at_start"]`` is then True. The lifted method does not share
         this trap (its states are variables of their own).
